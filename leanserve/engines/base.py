@@ -1,0 +1,129 @@
+"""The one small interface between the HTTP server and an inference engine.
+
+The server speaks only these types; engines never see FastAPI or pydantic. An engine works in token
+ids: detokenization, stop strings and usage are done once, above it, so every engine behaves alike.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from leanserve.engines.tokenizer import Tokenizer
+    from leanserve.profiles.spec import ProfileSpec
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What to generate. temperature 0 means greedy; logprobs None means none, k >= 0 means the
+    chosen token's logprob plus the k most likely alternatives."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    logprobs: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: list[int]
+    sampling: SamplingOptions
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """Log-probability of one token under the model's raw (unwarped) distribution, with the top-k."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New tokens since the last delta. finish_reason is set on the last one: 'stop' (EOS) or 'length'."""
+
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Bytes in use, by what measures them. GPU fields are None on CPU."""
+
+    process_rss: int
+    gpu_allocated: int | None = None
+    gpu_reserved: int | None = None
+    gpu_used_nvml: int | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything an engine needs to load a profile; built by the server from its settings."""
+
+    model_path: str
+    spec: ProfileSpec
+    device: str  # "cpu" or "cuda"
+    dtype: str  # "float32", "bfloat16", "float16"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    trust_remote_code: bool = False
+
+
+class EngineError(RuntimeError):
+    """The engine failed while generating; the server reports it as a 500 with this message."""
+
+
+class Engine(abc.ABC):
+    """An inference engine: load once, then stream generations and score prompts concurrently."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @classmethod
+    @abc.abstractmethod
+    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+        """None if this engine can serve `spec` on `device`, else a sentence saying why not."""
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        """Whether the engine's library imports in this environment."""
+        return True
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Load the model; after this returns, generate() and score() work."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream deltas. Closing the iterator early (client gone, stop string hit) aborts the request."""
+
+    @abc.abstractmethod
+    async def score(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
+        """Logprob of every prompt token given the ones before it (None for the first)."""
+
+    @abc.abstractmethod
+    def memory(self) -> MemoryStats:
+        """Memory in use now."""
+
+    @property
+    @abc.abstractmethod
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer (chat template included)."""
+
+    @property
+    @abc.abstractmethod
+    def max_model_len(self) -> int:
+        """Context window in tokens: prompt plus completion must fit."""
+
+    async def shutdown(self) -> None:
+        """Release the model. Default: nothing to do."""

@@ -1,0 +1,214 @@
+"""The transformers engine: CPU serving and the GPU fallback.
+
+Generation runs on transformers' own continuous batching (`init_continuous_batching`), one
+background thread that batches every live request per step over a paged KV cache. Sampling is ours
+(`sampler.py`) so each request keeps its own seed and raw logprobs. bitsandbytes does nf4/int8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psutil
+
+from leanserve.engines.base import (
+    Delta,
+    Engine,
+    EngineConfig,
+    EngineError,
+    GenerationRequest,
+    MemoryStats,
+    TokenLogprob,
+)
+from leanserve.engines.tokenizer import Tokenizer
+from leanserve.profiles.spec import ProfileSpec
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens the paged KV cache holds in total, across requests. A fixed block count keeps the
+# cache small on CPU (CB would otherwise size it to a share of free memory).
+KV_CACHE_BLOCKS = 64
+KV_PAGE_SIZE = 256
+
+
+class TransformersEngine(Engine):
+    name = "transformers"
+
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
+        self._model: Any = None
+        self._manager: Any = None
+        self._sampler: Any = None
+        self._tokenizer: Tokenizer | None = None
+        self._score_lock = asyncio.Lock()
+
+    @classmethod
+    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+        if spec.build in ("gptq", "awq"):
+            return "serving compressed-tensors 4/8-bit checkpoints needs vLLM's kernels"
+        return None
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("transformers") is not None and importlib.util.find_spec("torch") is not None
+
+    # --- loading -----------------------------------------------------------------------------------------------
+    def _quantization_config(self) -> Any:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        spec = self.config.spec
+        if spec.load_quant == "nf4":
+            return BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=bool(spec.params.get("double_quant", True)),
+                bnb_4bit_compute_dtype=getattr(torch, self.config.dtype),
+            )
+        if spec.load_quant == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(spec.params.get("threshold", 6.0)))
+        return None
+
+    def _load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+        from transformers.generation.continuous_batching.cb_logits_processors import (
+            ContinuousBatchingLogitsProcessorList,
+        )
+        from transformers.generation.logits_process import LogitsProcessorList
+
+        from leanserve.engines.sampler import RequestSampler
+
+        cfg = self.config
+        self._tokenizer = Tokenizer.from_pretrained(cfg.model_path, cfg.trust_remote_code)
+        quant = self._quantization_config()
+        self._model = AutoModelForCausalLM.from_pretrained(
+            cfg.model_path,
+            dtype=getattr(torch, cfg.dtype),
+            quantization_config=quant,
+            device_map=cfg.device,
+            use_safetensors=True,
+            trust_remote_code=cfg.trust_remote_code,
+        ).eval()
+        # do_sample + a temperature make CB reserve a logits-processor slot; we then put our
+        # per-request sampler in that slot (see sampler.py for why).
+        gen_config = GenerationConfig(
+            do_sample=True,
+            temperature=0.5,
+            max_new_tokens=16,
+            eos_token_id=self._tokenizer.eos_token_id,
+            pad_token_id=self._tokenizer.eos_token_id,
+        )
+        cb_config = ContinuousBatchingConfig(num_blocks=KV_CACHE_BLOCKS, page_size=KV_PAGE_SIZE, max_queue_size=0)
+        self._manager = self._model.init_continuous_batching(
+            generation_config=gen_config, continuous_batching_config=cb_config
+        )
+        self._sampler = RequestSampler()
+        processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([self._sampler]))
+        processors.tensors_required = 1  # one int32 row per step: each request's slot id
+        processors.do_processing = True
+        self._manager.logit_processor = processors
+        self._manager.start()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    async def shutdown(self) -> None:
+        if self._manager is not None:
+            await asyncio.to_thread(self._manager.stop, True)
+
+    # --- serving -----------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        assert self._tokenizer is not None, "engine not started"
+        return self._tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        configured = self.config.max_model_len
+        native = int(getattr(self._model.config, "max_position_embeddings", 2048))
+        return min(configured, native) if configured else native
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        from leanserve.engines.sampler import SLOT_KWARG
+
+        opts = request.sampling
+        slot_id, slot = self._sampler.open(opts)
+        cb_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
+        outputs: asyncio.Queue[Any] = asyncio.Queue()
+        self._manager.register_result_handler(cb_id, outputs.put_nowait)
+        eos = -1 if opts.ignore_eos else self.tokenizer.eos_token_id
+        added = await asyncio.to_thread(
+            self._manager.add_request,
+            request.prompt_ids,
+            request_id=cb_id,
+            max_new_tokens=opts.max_tokens,
+            streaming=True,
+            eos_token_id=eos,
+            **{SLOT_KWARG: slot_id},
+        )
+        if added is None:
+            self._sampler.close(slot_id)
+            raise EngineError("the continuous-batching loop is not accepting requests")
+        sent = 0
+        finished = False
+        try:
+            while not finished:
+                out = await outputs.get()
+                if out.error:
+                    raise EngineError(out.error)
+                finished = out.is_finished()
+                new = list(out.generated_tokens[sent:])
+                reason = None
+                if finished:
+                    hit_eos = bool(out.generated_tokens) and out.generated_tokens[-1] == eos
+                    reason = "stop" if hit_eos else "length"
+                if new or reason:
+                    lps = slot.logprobs[sent : sent + len(new)] if opts.logprobs is not None else None
+                    sent += len(new)
+                    yield Delta(token_ids=new, logprobs=lps, finish_reason=reason)
+        finally:
+            if not finished:
+                self._manager.cancel_request(cb_id)
+            self._sampler.close(slot_id)
+
+    def _score_sync(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
+        import torch
+
+        # CB switched the model to paged attention; a plain forward needs the original kernel back
+        # while the generation loop is paused (transformers' `pause()` exists for exactly this).
+        with self._manager.pause():
+            paged = self._model.config._attn_implementation
+            original = getattr(self._manager, "_original_attn_impl", None) or "sdpa"
+            self._model.set_attn_implementation(original)
+            try:
+                with torch.no_grad():
+                    ids = torch.tensor([prompt_ids], device=self._model.device)
+                    logits = self._model(input_ids=ids, use_cache=False).logits[0].float()  # [S, V]
+            finally:
+                self._model.set_attn_implementation(paged)
+        logprobs = torch.log_softmax(logits[:-1], dim=-1)  # row i predicts token i+1
+        result: list[TokenLogprob | None] = [None]
+        targets = torch.tensor(prompt_ids[1:])
+        chosen = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
+        tops = torch.topk(logprobs, top_logprobs, dim=-1) if top_logprobs > 0 else None
+        for i, token in enumerate(prompt_ids[1:]):
+            top = list(zip(tops.indices[i].tolist(), tops.values[i].tolist())) if tops is not None else []
+            result.append(TokenLogprob(token, chosen[i], top))
+        return result
+
+    async def score(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
+        async with self._score_lock:
+            return await asyncio.to_thread(self._score_sync, prompt_ids, top_logprobs)
+
+    def memory(self) -> MemoryStats:
+        from leanserve.engines.memory import gpu_memory
+
+        return MemoryStats(psutil.Process().memory_info().rss, *gpu_memory())
