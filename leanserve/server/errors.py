@@ -1,0 +1,76 @@
+"""Every error leaves the server in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+
+Exception handlers are registered here, in one place; routes just raise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from leanserve.engines.base import EngineError
+from leanserve.errors import LeanserveError
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
+          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+
+
+def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, _TYPES.get(status, "server_error"), param, code), status_code=status)
+
+
+def _loc_to_param(loc: tuple) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    # pydantic adds the union member's type name ('str', 'list[...]'); a person wants the field path
+    parts = [p for p in parts if not (p.startswith(("list[", "function-")) or p in ("str", "int", "float", "bool"))]
+    return ".".join(parts) or None
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = _loc_to_param(tuple(first.get("loc", ())))
+    if first.get("type") == "json_invalid":
+        return error_response(400, f"The request body is not valid JSON: {first.get('msg')}", None, "invalid_json")
+    msg = str(first.get("msg", "invalid value"))
+    message = f"{param}: {msg}" if param else msg
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return error_response(400, message, param, "invalid_value")
+
+
+async def _leanserve_error(request: Request, exc: LeanserveError) -> JSONResponse:
+    return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+    log.error("engine error: %s", exc)
+    return error_response(500, f"The engine failed: {exc}", code="engine_error")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return error_response(500, f"Internal error ({type(exc).__name__}); the server log has the details.",
+                          code="internal_error")
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(LeanserveError, _leanserve_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(EngineError, _engine_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,91 @@
+"""Running one choice of a request against the engine, and merging n choices into one stream.
+
+This is where engine deltas become text: detokenization and stop strings (TextStream), metrics
+(ServerMetrics.observe_stream), and cancellation (closing the engine stream aborts the request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from leanserve.engines.base import Engine, GenerationRequest, SamplingOptions, TokenLogprob
+from leanserve.server.metrics import ServerMetrics
+from leanserve.server.textstream import TextStream
+
+
+@dataclass
+class ChoiceEvent:
+    """A piece of one choice's output; finish_reason is set on its last event."""
+
+    index: int
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+async def run_choice(
+    engine: Engine,
+    metrics: ServerMetrics,
+    request_id: str,
+    index: int,
+    prompt_ids: list[int],
+    opts: SamplingOptions,
+    stops: list[str],
+    started: float,
+) -> AsyncIterator[ChoiceEvent]:
+    text = TextStream(engine.tokenizer, stops)
+    request = GenerationRequest(f"{request_id}-{index}", prompt_ids, opts)
+    stream = metrics.observe_stream(engine.generate(request), len(prompt_ids), started)
+    try:
+        async for delta in stream:
+            piece = text.push(delta.token_ids)
+            reason = "stop" if text.stopped else delta.finish_reason
+            if reason is not None and not text.stopped:
+                piece += text.flush()
+            yield ChoiceEvent(index, piece, delta.token_ids, delta.logprobs or [], reason)
+            if text.stopped:
+                return  # closing `stream` (in finally) aborts the engine request
+    finally:
+        await stream.aclose()
+
+
+async def merge(streams: list[AsyncIterator[ChoiceEvent]]) -> AsyncIterator[ChoiceEvent]:
+    """Interleave events of several choices as they arrive; cancelling the merge cancels them all."""
+    if len(streams) == 1:
+        try:
+            async for event in streams[0]:
+                yield event
+        finally:
+            await streams[0].aclose()  # type: ignore[attr-defined]
+        return
+    queue: asyncio.Queue[ChoiceEvent | BaseException | None] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[ChoiceEvent]) -> None:
+        try:
+            async for event in stream:
+                await queue.put(event)
+            await queue.put(None)
+        except Exception as exc:  # forwarded to the consumer, which re-raises it
+            await queue.put(exc)
+
+    tasks = [asyncio.create_task(pump(s)) for s in streams]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,79 @@
+"""From settings to a running server: pick the weights, the engine and the device, then run uvicorn.
+
+Everything that can be wrong before loading (unknown profile, artifact not built, no engine) fails
+here, at once, with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import uvicorn
+
+from leanserve import models
+from leanserve.engines import choose_engine
+from leanserve.engines.base import EngineConfig
+from leanserve.errors import ProfileError
+from leanserve.hardware import resolve_device, resolve_dtype
+from leanserve.profiles.registry import get_profile
+from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest
+from leanserve.server.app import build_app
+from leanserve.server.metrics import ServerMetrics
+from leanserve.server.state import ServerState
+from leanserve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def weights_dir(settings: Settings) -> tuple[Path, str]:
+    """(directory the engine loads, base model name) for the settings' model and profile."""
+    spec = get_profile(settings.profile, settings.home)
+    base_name = settings.model or models.DEFAULT_MODEL
+    if not spec.needs_artifact:
+        return models.resolve(settings.model, settings.home), base_name
+    path = artifact_dir(settings.home, base_name, spec.name)
+    if read_manifest(path) is None:
+        model_flag = f" --model {settings.model}" if settings.model else ""
+        raise ProfileError(
+            f"profile {spec.name!r} has no artifact for model {base_name!r} yet (looked in {path}). "
+            f"Build it first: leanserve compress --profile {spec.name}{model_flag}",
+            param="profile",
+        )
+    return path, base_name
+
+
+def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
+    spec = get_profile(settings.profile, settings.home)
+    path, base_name = weights_dir(settings)
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    choice = choose_engine(settings.engine, spec, device)
+    served = settings.served_model_name or model_slug(base_name)
+    metrics = ServerMetrics(spec.name, served)
+    metrics.describe_model(method=spec.method, bits=spec.bits, engine=choice.name, base_model=base_name,
+                           artifact_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")) or dir_size(path))
+    state = ServerState(settings=settings, spec=spec, served_model=served, base_model=base_name, metrics=metrics,
+                        engine_name=choice.name, engine_reason=choice.reason, created=int(time.time()))
+    config = EngineConfig(model_path=str(path), spec=spec, device=device, dtype=dtype,
+                          max_model_len=settings.max_model_len, trust_remote_code=settings.trust_remote_code)
+    log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
+             path, served, spec.name, device, dtype, choice.name, choice.reason)
+    return state, config
+
+
+def serve(settings: Settings, metrics_need_key: bool = True) -> None:
+    state, config = prepare(settings)
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = build_app(state, config, on_fatal=stop, metrics_need_key=metrics_need_key)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=settings.log_level, timeout_graceful_shutdown=30))
+    server.run()
+    if state.status == "failed":
+        raise SystemExit(f"leanserve: could not load the model: {state.error}")
