@@ -7,6 +7,7 @@ compressed-tensors versions that llm-compressor does not accept.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
@@ -82,7 +83,8 @@ class VllmEngine(Engine):
             kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
         elif cfg.gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        # Engine start (weights, compile, KV cache) takes minutes; off the event loop, /health answers meanwhile.
+        self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**kwargs))
         self._tokenizer = Tokenizer.from_pretrained(cfg.model_path, cfg.trust_remote_code)
         self._max_len = int(self._engine.model_config.max_model_len)
 

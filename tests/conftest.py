@@ -1,0 +1,69 @@
+"""Shared fixtures: the real default model, and real servers per engine and profile (one each per
+session, since loading a model is the slow part)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from leanserve import models
+from leanserve.settings import default_home
+from tests.servers import API_KEY, Server, start_server
+
+ENGINES = ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+
+
+@pytest.fixture(scope="session")
+def home() -> Path:
+    """LEANSERVE_HOME (CI points it into the checkout); the default model is pulled there once."""
+    path = default_home()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir(home: Path) -> Path:
+    return models.pull_default(home)
+
+
+class ServerPool:
+    """Starts each (engine, profile) server on first use and stops them all at the end."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.servers: dict[tuple[str, str], Server] = {}
+
+    def get(self, engine: str, profile: str = "bf16") -> Server:
+        key = (engine, profile)
+        if key not in self.servers:
+            self.servers[key] = start_server(engine, profile, self.home)
+        return self.servers[key]
+
+    def stop_all(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def pool(home: Path, model_dir: Path) -> Iterator[ServerPool]:
+    p = ServerPool(home)
+    yield p
+    p.stop_all()
+
+
+@pytest.fixture(params=ENGINES, scope="session")
+def server(request: pytest.FixtureRequest, pool: ServerPool) -> Server:
+    return pool.get(request.param)
+
+
+@pytest.fixture()
+def client(server: Server) -> OpenAI:
+    return OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+
+
+MODEL = models.DEFAULT_MODEL
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

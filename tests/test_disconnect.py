@@ -1,0 +1,37 @@
+"""A client that goes away mid-stream stops its generation (every engine)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import MODEL
+from tests.servers import API_KEY, Server
+from tests.test_metrics import one, scrape
+
+LAB = {"profile": "bf16", "model": MODEL}
+MAX_TOKENS = 900
+
+
+def _running(server: Server) -> float:
+    return one(scrape(server), "leanserve_requests_running", **LAB)
+
+
+def test_disconnect_mid_stream_frees_the_request(server: Server) -> None:
+    body = {"model": MODEL, "prompt": "Write a very long essay about the sea.", "max_tokens": MAX_TOKENS,
+            "temperature": 1.0, "seed": 1, "stream": True}
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    generated_before = one(scrape(server), "leanserve_generation_tokens_total", **LAB)
+    with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, headers=headers, timeout=120) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]  # a few tokens arrived: the request is running
+        assert any(line.startswith("data: ") for line in got)
+        assert _running(server) == 1
+    # Connection closed. The server notices, aborts, and the gauge returns to zero; bounded wait on a
+    # condition the server must reach (each check is a scrape, not a sleep).
+    deadline = time.monotonic() + 60
+    while _running(server) != 0:
+        assert time.monotonic() < deadline, "the generation kept running after the client left"
+    generated = one(scrape(server), "leanserve_generation_tokens_total", **LAB) - generated_before
+    assert generated < MAX_TOKENS / 2, f"{generated} tokens generated for a client that had left"

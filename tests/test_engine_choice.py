@@ -1,0 +1,40 @@
+"""`--engine auto`: which engine serves which profile, and the reason it gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leanserve.engines import choose_engine, engine_class
+from leanserve.errors import EngineUnavailable
+from leanserve.profiles.registry import get_profile
+
+
+def spec(name: str):  # noqa: ANN201
+    return get_profile(name, Path("/nonexistent"))
+
+
+def test_bf16_on_cpu_in_the_main_environment_uses_transformers() -> None:
+    choice = choose_engine("auto", spec("bf16"), "cpu")
+    assert choice.name == "transformers"
+    assert "vllm: not installed" in choice.reason  # the main venv has no vLLM: said, not hidden
+
+
+def test_int8_skips_vllm_with_a_reason() -> None:
+    cls = engine_class("vllm")
+    assert cls.unsupported_reason(spec("int8"), "cuda") is not None
+    assert cls.unsupported_reason(spec("nf4"), "cuda") is None
+    assert cls.unsupported_reason(spec("nf4"), "cpu") is not None
+
+
+def test_explicit_engine_that_cannot_serve_is_refused() -> None:
+    with pytest.raises(EngineUnavailable, match="not installed|cannot serve"):
+        choose_engine("vllm", spec("bf16"), "cpu")
+    with pytest.raises(EngineUnavailable, match="unknown engine"):
+        choose_engine("llamacpp", spec("bf16"), "cpu")
+
+
+def test_gptq_prefers_vllm_and_transformers_declines_it() -> None:
+    assert spec("gptq-4").engine.prefer[0] == "vllm"
+    assert engine_class("transformers").unsupported_reason(spec("gptq-4"), "cpu") is not None

@@ -1,0 +1,58 @@
+"""Runtime-quantized profiles (bitsandbytes nf4 and LLM.int8(), transformers engine) load and answer;
+a profile whose artifact is not built fails at startup, naming the command that builds it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+
+from tests.conftest import MODEL, ServerPool
+from tests.servers import API_KEY
+from tests.test_metrics import one, scrape
+
+
+@pytest.mark.parametrize("profile", ["nf4", "int8"])
+def test_quantized_profile_answers(pool: ServerPool, profile: str) -> None:
+    server = pool.get("transformers", profile)
+    client = OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0)
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
+                                       max_tokens=20, temperature=0)
+    assert "Paris" in r.choices[0].message.content
+    info = one(scrape(server), "leanserve_model_info", profile=profile)
+    assert info == 1
+
+
+def test_quantized_profiles_use_less_memory_than_bf16(pool: ServerPool) -> None:
+    """Same engine, same process layout: RSS must drop as bits drop (fp32 > int8 > nf4 on CPU)."""
+    rss = {p: one(scrape(pool.get("transformers", p)), "leanserve_memory_bytes", kind="process_rss", profile=p)
+           for p in ("bf16", "int8", "nf4")}
+    assert rss["nf4"] < rss["bf16"] and rss["int8"] < rss["bf16"], rss
+
+
+def test_unbuilt_profile_fails_at_startup_with_the_build_command(home: Path, model_dir: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--profile", "gptq-4", "--home", str(home)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "leanserve compress --profile gptq-4" in r.stdout + r.stderr
+
+
+def test_unknown_profile_fails_at_startup(home: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--profile", "q3-magic", "--home", str(home)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown profile 'q3-magic'" in r.stdout + r.stderr
+
+
+def test_profiles_command_lists_every_profile_with_status(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "profiles", "--home", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("│")}
+    expected = {"bf16", "gptq-4", "gptq-8", "awq-4", "nf4", "int8", "int8-gblm", "pruned", "distilled"}
+    assert set(rows) == expected
+    assert "runtime" in rows["nf4"] and "runtime" in rows["bf16"]
+    assert all("not built" in rows[p] for p in ("gptq-4", "gptq-8", "awq-4", "int8-gblm", "pruned", "distilled"))

@@ -1,0 +1,45 @@
+"""Token choice in the transformers engine's per-request sampler (pure functions, small tensors)."""
+
+from __future__ import annotations
+
+import torch
+
+from leanserve.engines.base import SamplingOptions
+from leanserve.engines.sampler import RequestSampler, pick_token
+
+
+def test_greedy_takes_the_argmax() -> None:
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert pick_token(logits, SamplingOptions(max_tokens=1, temperature=0.0), None) == 1
+
+
+def test_top_p_keeps_only_the_nucleus() -> None:
+    # probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.7 keeps the first two only
+    logits = torch.log(torch.tensor([0.64, 0.24, 0.09, 0.03]))
+    opts = SamplingOptions(max_tokens=1, temperature=1.0, top_p=0.7)
+    gen = torch.Generator().manual_seed(0)
+    seen = {pick_token(logits, opts, gen) for _ in range(300)}
+    assert seen == {0, 1}
+
+
+def test_same_seed_same_tokens() -> None:
+    logits = torch.randn(50, generator=torch.Generator().manual_seed(1))
+    opts = SamplingOptions(max_tokens=1, temperature=1.0)
+    a = [pick_token(logits, opts, g) for g in [torch.Generator().manual_seed(9)] for _ in range(20)]
+    b = [pick_token(logits, opts, g) for g in [torch.Generator().manual_seed(9)] for _ in range(20)]
+    assert a == b and len(set(a)) > 1
+
+
+def test_sampler_returns_one_hot_and_records_raw_logprobs() -> None:
+    sampler = RequestSampler()
+    greedy_id, greedy = sampler.open(SamplingOptions(max_tokens=1, temperature=0.0, logprobs=2))
+    other_id, other = sampler.open(SamplingOptions(max_tokens=1, temperature=0.0))
+    scores = torch.tensor([[1.0, 2.0, 0.5], [5.0, 1.0, 0.0]])
+    out = sampler(scores, torch.tensor([greedy_id, other_id], dtype=torch.int32))
+    assert out[0].argmax() == 1 and out[1].argmax() == 0
+    assert torch.isinf(out).sum() == 4  # every other token impossible: CB's multinomial must pick ours
+    raw = torch.log_softmax(scores[0], dim=-1)
+    (entry,) = greedy.logprobs
+    assert entry.token_id == 1 and abs(entry.logprob - float(raw[1])) < 1e-6
+    assert [t for t, _ in entry.top] == [1, 0]
+    assert other.logprobs == []  # logprobs not asked for
