@@ -29,10 +29,27 @@ from leanserve.profiles.spec import ProfileSpec
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens the paged KV cache holds in total, across requests. A fixed block count keeps the
-# cache small on CPU (CB would otherwise size it to a share of free memory).
+# Tokens the paged KV cache holds in total, across requests (blocks x block size). Fixed, because CB
+# would otherwise size it from free memory, which on CPU is most of the machine.
 KV_CACHE_BLOCKS = 64
-KV_PAGE_SIZE = 256
+KV_BLOCK_SIZE = 256
+# Tokens one forward step takes (longer prompts are prefilled in chunks). CB sizes its static buffers,
+# among them a [tokens, vocab] logits buffer, by this: left to itself it chose 43k tokens = 8 GB here.
+MAX_BATCH_TOKENS = 1024
+
+
+def _weight_sharing_twin(model: Any) -> Any:
+    """A second module tree over the same weight tensors, for prompt scoring.
+
+    Continuous batching switches the model to paged attention, which only works inside its own loop.
+    Scoring (prompt logprobs for echo=true) needs a plain causal forward, concurrently with generation.
+    A deep copy whose memo maps every parameter and buffer to itself copies the modules and the config
+    (so its attention stays the standard one) but not a byte of weights.
+    """
+    import copy
+
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return copy.deepcopy(model, memo=shared)
 
 
 class TransformersEngine(Engine):
@@ -43,6 +60,7 @@ class TransformersEngine(Engine):
         self._model: Any = None
         self._manager: Any = None
         self._sampler: Any = None
+        self._scorer: Any = None
         self._tokenizer: Tokenizer | None = None
         self._score_lock = asyncio.Lock()
 
@@ -101,6 +119,7 @@ class TransformersEngine(Engine):
             use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code,
         ).eval()
+        self._scorer = _weight_sharing_twin(self._model)
         # do_sample + a temperature make CB reserve a logits-processor slot; we then put our
         # per-request sampler in that slot (see sampler.py for why).
         gen_config = GenerationConfig(
@@ -110,7 +129,9 @@ class TransformersEngine(Engine):
             eos_token_id=self._tokenizer.eos_token_id,
             pad_token_id=self._tokenizer.eos_token_id,
         )
-        cb_config = ContinuousBatchingConfig(num_blocks=KV_CACHE_BLOCKS, page_size=KV_PAGE_SIZE, max_queue_size=0)
+        cb_config = ContinuousBatchingConfig(
+            num_blocks=KV_CACHE_BLOCKS, block_size=KV_BLOCK_SIZE, max_batch_tokens=MAX_BATCH_TOKENS
+        )
         self._manager = self._model.init_continuous_batching(
             generation_config=gen_config, continuous_batching_config=cb_config
         )
@@ -186,21 +207,12 @@ class TransformersEngine(Engine):
     def _score_sync(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
         import torch
 
-        # CB switched the model to paged attention; a plain forward needs the original kernel back
-        # while the generation loop is paused (transformers' `pause()` exists for exactly this).
-        with self._manager.pause():
-            paged = self._model.config._attn_implementation
-            original = getattr(self._manager, "_original_attn_impl", None) or "sdpa"
-            self._model.set_attn_implementation(original)
-            try:
-                with torch.no_grad():
-                    ids = torch.tensor([prompt_ids], device=self._model.device)
-                    logits = self._model(input_ids=ids, use_cache=False).logits[0].float()  # [S, V]
-            finally:
-                self._model.set_attn_implementation(paged)
+        with torch.no_grad():
+            ids = torch.tensor([prompt_ids], device=self._model.device)
+            logits = self._scorer(input_ids=ids, use_cache=False).logits[0].float()  # [S, V]
         logprobs = torch.log_softmax(logits[:-1], dim=-1)  # row i predicts token i+1
         result: list[TokenLogprob | None] = [None]
-        targets = torch.tensor(prompt_ids[1:])
+        targets = torch.tensor(prompt_ids[1:], device=logprobs.device)
         chosen = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
         tops = torch.topk(logprobs, top_logprobs, dim=-1) if top_logprobs > 0 else None
         for i, token in enumerate(prompt_ids[1:]):
