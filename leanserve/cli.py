@@ -68,6 +68,47 @@ def serve(
         _fail(exc)
 
 
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs, VALUE read as TOML (so 20 is an int, 0.5 a float, true a bool, else a string)."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--param")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command()
+def compress(
+    profile: Annotated[str, typer.Option(help="Profile to build (one with a build step; see `leanserve profiles`).")],
+    model: ModelOpt = None,
+    calib: Annotated[str | None, typer.Option(help="Calibration text: 'wikitext2-valid' (default, from the shared eval data) or a .txt/.jsonl file.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Override a profile parameter, KEY=VALUE (repeatable), e.g. --param calib_samples=16.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Build PROFILE's artifact from MODEL (atomically: a killed job leaves nothing that loads)."""
+    from leanserve.compressors.job import run_job
+    from leanserve.profiles.registry import get_profile
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    h = _home(home)
+    try:
+        spec = get_profile(profile, h)
+        if param:
+            spec = spec.model_copy(update={"params": {**spec.params, **_parse_params(param)}})
+        path = run_job(spec, model, h, calib=calib, force=force)
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print(f"built {profile}: {path}")
+
+
 @models_app.command("pull")
 def models_pull(
     model: ModelOpt = None,

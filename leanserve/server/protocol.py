@@ -56,6 +56,7 @@ class _SamplingFields(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     user: str | None = None
+    ignore_eos: bool = Field(default=False, description="extension (as in vLLM): generate max_tokens regardless of EOS")
 
     @field_validator("stop")
     @classmethod
@@ -87,6 +88,7 @@ class _SamplingFields(BaseModel):
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=seed,
             logprobs=logprobs,
+            ignore_eos=self.ignore_eos,
         )
 
 

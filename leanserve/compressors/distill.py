@@ -1,0 +1,86 @@
+"""The `distilled` build: a shallower student initialised from the teacher, trained to match it.
+
+The student keeps every `keep_every`-th decoder block (and the last), with the teacher's weights, and
+is trained with KL(teacher || student) on the next-token distributions over calibration text (plus
+optional cross-entropy). CPU default: a few steps, enough to show the loss falls; a real run is a
+GPU job with more steps (README gives the setting).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from leanserve.compressors.base import BuildContext
+from leanserve.compressors.calibration import load_calibration
+
+
+def kept_layers(n_layers: int, keep_every: int) -> list[int]:
+    """Every keep_every-th block from the first, plus the last (it shapes the output distribution)."""
+    keep = list(range(0, n_layers, keep_every))
+    return keep if keep[-1] == n_layers - 1 else [*keep, n_layers - 1]
+
+
+def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
+    student = copy.deepcopy(teacher)
+    decoder = student.get_decoder()
+    decoder.layers = nn.ModuleList([decoder.layers[i] for i in keep])
+    for new_idx, layer in enumerate(decoder.layers):
+        if hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = new_idx  # KV-cache slot
+    student.config.num_hidden_layers = len(keep)
+    if getattr(student.config, "layer_types", None):
+        student.config.layer_types = [student.config.layer_types[i] for i in keep]
+    return student
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) per token, averaged; logits [B, S, V]."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
+                    log_target=True, reduction="none").sum(-1).mean() * t * t
+
+
+def train_against_teacher(student: nn.Module, teacher: nn.Module, samples: list[list[int]], steps: int, lr: float,
+                          ce_weight: float = 0.0) -> list[float]:
+    """AdamW on the student; returns the loss of every step."""
+    opt = torch.optim.AdamW(student.parameters(), lr=lr)
+    student.train()
+    losses = []
+    for step in tqdm(range(steps), desc="distillation"):
+        ids = torch.tensor([samples[step % len(samples)]])
+        with torch.no_grad():
+            target = teacher(input_ids=ids).logits
+        out = student(input_ids=ids, labels=ids if ce_weight else None)
+        loss = distill_loss(out.logits, target) + (ce_weight * out.loss if ce_weight else 0.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    student.eval()
+    return losses
+
+
+def build(ctx: BuildContext) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    params = ctx.spec.params
+    tokenizer = AutoTokenizer.from_pretrained(ctx.base_dir)
+    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 64)),
+                             int(params.get("calib_seq_len", 256)))
+    teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
+    keep = kept_layers(teacher.config.num_hidden_layers, int(params.get("keep_every", 2)))
+    student = make_student(teacher, keep)
+    losses = train_against_teacher(student, teacher, calib.samples, steps=int(params.get("steps", 200)),
+                                   lr=float(params.get("lr", 1e-4)), ce_weight=float(params.get("ce_weight", 0.0)))
+    student.to(torch.bfloat16).save_pretrained(ctx.out_dir)
+    tokenizer.save_pretrained(ctx.out_dir)
+    head = losses[: max(1, len(losses) // 10)]
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"calibration": calib.describe(), "layers_kept": keep,
+            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses)}

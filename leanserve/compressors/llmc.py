@@ -1,0 +1,87 @@
+"""GPTQ and AWQ through llm-compressor's `oneshot`, saved in compressed-tensors format (what vLLM
+serves with its Marlin/Machete kernels).
+
+AutoAWQ, named in the design card, is archived and pins an old torch; its algorithm lives on in
+llm-compressor's AWQModifier, which is what runs here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from leanserve.compressors.base import BuildContext
+from leanserve.compressors.calibration import load_calibration
+
+
+GROUP_SIZES = (128, 64, 32)  # the first that divides every quantized layer's input width is used
+
+
+def group_size_for(in_features: list[int], wanted: int) -> int:
+    """`wanted` if it divides every layer's columns, else the largest smaller one from GROUP_SIZES that
+    does. SmolLM2-135M (hidden 576 = 4.5 x 128) gets 64; 7B-class models (4096, 11008) keep 128."""
+    for g in (wanted, *(g for g in GROUP_SIZES if g < wanted)):
+        if all(n % g == 0 for n in in_features):
+            return g
+    raise ValueError(f"no group size in {GROUP_SIZES} divides every layer width {sorted(set(in_features))}")
+
+
+def weight_scheme(model: Any, preset: str, wanted_group: int) -> tuple[Any, int | None]:
+    """compressed-tensors' preset (W4A16, W8A16, W4A16_ASYM), its group size fitted to the model."""
+    from compressed_tensors.quantization import QuantizationStrategy, preset_name_to_scheme
+    from torch import nn
+
+    scheme = preset_name_to_scheme(preset, ["Linear"])
+    if scheme.weights.strategy != QuantizationStrategy.GROUP:
+        return scheme, None
+    widths = [m.in_features for name, m in model.named_modules() if isinstance(m, nn.Linear) and "lm_head" not in name]
+    group = group_size_for(widths, wanted_group)
+    scheme.weights.group_size = group
+    return scheme, group
+
+
+def _load(ctx: BuildContext) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # float32 on CPU (bf16 matmuls are slow there), bf16 on a GPU
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=dtype), AutoTokenizer.from_pretrained(ctx.base_dir)
+
+
+def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, recipe: list[Any]) -> dict[str, Any]:
+    from datasets import Dataset
+    from llmcompressor import oneshot
+
+    params = ctx.spec.params
+    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 128)),
+                             int(params.get("calib_seq_len", 512)))
+    dataset = Dataset.from_dict({"input_ids": calib.samples, "attention_mask": [[1] * calib.seq_len] * len(calib.samples)})
+    oneshot(model=model, dataset=dataset, recipe=recipe, max_seq_length=calib.seq_len,
+            num_calibration_samples=len(calib.samples), shuffle_calibration_samples=False)
+    model.save_pretrained(ctx.out_dir, save_compressed=True)
+    tokenizer.save_pretrained(ctx.out_dir)
+    return {"calibration": calib.describe(), "format": "compressed-tensors"}
+
+
+def build_gptq(ctx: BuildContext) -> dict[str, Any]:
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    params = ctx.spec.params
+    preset = str(params.get("scheme", "W4A16"))
+    model, tokenizer = _load(ctx)
+    scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
+    modifier = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"],
+                            dampening_frac=float(params.get("dampening_frac", 0.01)))
+    return {**_oneshot(ctx, model, tokenizer, [modifier]), "scheme": preset, "group_size": group}
+
+
+def build_awq(ctx: BuildContext) -> dict[str, Any]:
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from llmcompressor.modifiers.transform import AWQModifier
+
+    params = ctx.spec.params
+    preset = str(params.get("scheme", "W4A16_ASYM"))
+    model, tokenizer = _load(ctx)
+    scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
+    recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
+    return {**_oneshot(ctx, model, tokenizer, recipe), "scheme": preset, "group_size": group}
