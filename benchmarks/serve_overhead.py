@@ -66,13 +66,14 @@ async def measure(stream_fn, streams: int, tokens: int) -> dict[str, float]:  # 
 async def direct_runs(engine_name: str, model_dir: str, tokens: int, repeats: int) -> list[dict]:
     from leanserve.engines import engine_class
     from leanserve.engines.base import EngineConfig, GenerationRequest, SamplingOptions
-    from leanserve.hardware import resolve_device, resolve_dtype
+    from leanserve.hardware import resolve_device
     from leanserve.profiles.registry import get_profile
     from leanserve.settings import default_home
 
     device = resolve_device("auto")
-    engine = engine_class(engine_name)(EngineConfig(model_dir, get_profile("bf16", default_home()), device,
-                                                    resolve_dtype("auto", device), max_model_len=1024))
+    spec = get_profile("bf16", default_home())
+    cls = engine_class(engine_name)
+    engine = cls(EngineConfig(model_dir, spec, device, cls.default_dtype(spec, device), max_model_len=1024))
     await engine.start()
     prompt_ids = engine.tokenizer.encode(PROMPT)
     counter = iter(range(1 << 30))

@@ -1,4 +1,4 @@
-"""What this machine can run: the device, and a dtype that computes correctly on it."""
+"""What this machine can run: the device, and whether the CPU has bf16 instructions."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """bfloat16 on GPUs; float32 on CPUs, where vLLM-CPU's bf16 path answered with garbage on AVX2
-    machines without AVX512-BF16 and a small model gains little from bf16 anyway."""
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device == "cuda" else "float32"
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: what vLLM-CPU's bf16 and 4-bit (WNA16) kernels need to compute correctly."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

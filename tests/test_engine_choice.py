@@ -35,6 +35,14 @@ def test_explicit_engine_that_cannot_serve_is_refused() -> None:
         choose_engine("llamacpp", spec("bf16"), "cpu")
 
 
-def test_gptq_prefers_vllm_and_transformers_declines_it() -> None:
+def test_gptq_prefers_vllm_and_transformers_can_fall_back() -> None:
     assert spec("gptq-4").engine.prefer[0] == "vllm"
-    assert engine_class("transformers").unsupported_reason(spec("gptq-4"), "cpu") is not None
+    assert engine_class("transformers").unsupported_reason(spec("gptq-4"), "cpu") is None  # decompresses
+    assert choose_engine("auto", spec("gptq-4"), "cpu").name == "transformers"  # no vLLM in this venv
+
+
+def test_vllm_runs_4bit_on_cpu_in_bf16() -> None:
+    vllm = engine_class("vllm")
+    assert vllm.default_dtype(spec("gptq-4"), "cpu") == "bfloat16"
+    assert vllm.default_dtype(spec("bf16"), "cpu") == "float32"
+    assert vllm.default_dtype(spec("bf16"), "cuda") == "bfloat16"

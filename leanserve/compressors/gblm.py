@@ -87,9 +87,11 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 32)),
                              int(params.get("calib_seq_len", 512)))
     model = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32)
-    act_sq, grad_l2 = collect_statistics(model, calib.samples, with_grad=True)
-    reached = prune_model(model, act_sq, grad_l2, sparsity)
+    # gradient_term = false gives Wanda (|W| x ||X|| alone), the baseline GBLM is measured against
+    with_grad = bool(params.get("gradient_term", True))
+    act_sq, grad_l2 = collect_statistics(model, calib.samples, with_grad=with_grad)
+    reached = prune_model(model, act_sq, grad_l2 if with_grad else None, sparsity)
     model.to(torch.bfloat16).save_pretrained(ctx.out_dir)
     tokenizer.save_pretrained(ctx.out_dir)
-    return {"calibration": calib.describe(), "sparsity_target": sparsity, "sparsity_reached": round(reached, 4),
+    return {"calibration": calib.describe(), "metric": "gblm" if with_grad else "wanda", "sparsity_target": sparsity, "sparsity_reached": round(reached, 4),
             "sparsity_scope": "linear layers of the decoder blocks (embeddings, lm_head dense)"}

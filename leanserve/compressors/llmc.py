@@ -7,6 +7,8 @@ llm-compressor's AWQModifier, which is what runs here.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from leanserve.compressors.base import BuildContext
@@ -49,6 +51,7 @@ def _load(ctx: BuildContext) -> tuple[Any, Any]:
 
 
 def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, recipe: list[Any]) -> dict[str, Any]:
+    import torch
     from datasets import Dataset
     from llmcompressor import oneshot
 
@@ -58,7 +61,8 @@ def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, recipe: list[Any]) -
     dataset = Dataset.from_dict({"input_ids": calib.samples, "attention_mask": [[1] * calib.seq_len] * len(calib.samples)})
     oneshot(model=model, dataset=dataset, recipe=recipe, max_seq_length=calib.seq_len,
             num_calibration_samples=len(calib.samples), shuffle_calibration_samples=False)
-    model.save_pretrained(ctx.out_dir, save_compressed=True)
+    # calibrated in float32 on CPU; stored like the base model, so embeddings and scales are bf16
+    model.to(torch.bfloat16).save_pretrained(ctx.out_dir, save_compressed=True)
     tokenizer.save_pretrained(ctx.out_dir)
     return {"calibration": calib.describe(), "format": "compressed-tensors"}
 
@@ -75,6 +79,25 @@ def build_gptq(ctx: BuildContext) -> dict[str, Any]:
     return {**_oneshot(ctx, model, tokenizer, [modifier]), "scheme": preset, "group_size": group}
 
 
+@contextlib.contextmanager
+def _no_pinned_memory_without_cuda() -> Iterator[None]:
+    """llm-compressor 0.14's AWQ pins its cached calibration tensors in page-locked memory for fast
+    GPU copies, unconditionally; a CPU-only torch cannot pin ("Cannot access accelerator device").
+    Without CUDA there is nothing to copy to, so pinning is skipped for the duration of the job."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if torch.cuda.is_available():
+        yield
+        return
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
+
+
 def build_awq(ctx: BuildContext) -> dict[str, Any]:
     from llmcompressor.modifiers.quantization import QuantizationModifier
     from llmcompressor.modifiers.transform import AWQModifier
@@ -84,4 +107,6 @@ def build_awq(ctx: BuildContext) -> dict[str, Any]:
     model, tokenizer = _load(ctx)
     scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
     recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
-    return {**_oneshot(ctx, model, tokenizer, recipe), "scheme": preset, "group_size": group}
+    with _no_pinned_memory_without_cuda():
+        facts = _oneshot(ctx, model, tokenizer, recipe)
+    return {**facts, "scheme": preset, "group_size": group}

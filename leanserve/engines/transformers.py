@@ -44,11 +44,19 @@ def _weight_sharing_twin(model: Any) -> Any:
     Continuous batching switches the model to paged attention, which only works inside its own loop.
     Scoring (prompt logprobs for echo=true) needs a plain causal forward, concurrently with generation.
     A deep copy whose memo maps every parameter and buffer to itself copies the modules and the config
-    (so its attention stays the standard one) but not a byte of weights.
+    (so its attention stays the standard one) but not a byte of weights. bitsandbytes' LLM.int8()
+    layers move their int8 matrix from the weight into a `state` object on the first forward: run one
+    forward first, and share those state objects too, or the twin would compute with empty state.
     """
     import copy
 
-    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    import torch
+
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[0]], device=model.device), use_cache=False)
+    shared: dict[int, Any] = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    shared.update({id(m.state): m.state for m in model.modules()
+                   if hasattr(m, "state") and not isinstance(m.state, torch.Tensor)})
     return copy.deepcopy(model, memo=shared)
 
 
@@ -68,8 +76,8 @@ class TransformersEngine(Engine):
     def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
         import importlib.util
 
-        if spec.build in ("gptq", "awq"):
-            return "serving compressed-tensors 4/8-bit checkpoints needs vLLM's kernels"
+        if spec.build in ("gptq", "awq") and importlib.util.find_spec("compressed_tensors") is None:
+            return "loading GPTQ/AWQ (compressed-tensors) checkpoints needs the compressed-tensors package"
         if spec.load_quant and importlib.util.find_spec("bitsandbytes") is None:
             return f"{spec.load_quant} needs bitsandbytes, which is not installed here"
         return None
@@ -110,14 +118,17 @@ class TransformersEngine(Engine):
 
         cfg = self.config
         self._tokenizer = Tokenizer.from_pretrained(cfg.model_path, cfg.trust_remote_code)
+        kwargs: dict[str, Any] = {}
         quant = self._quantization_config()
+        if quant is not None:  # passing None would drop a checkpoint's own (compressed-tensors) config
+            kwargs["quantization_config"] = quant
         self._model = AutoModelForCausalLM.from_pretrained(
             cfg.model_path,
             dtype=getattr(torch, cfg.dtype),
-            quantization_config=quant,
             device_map=cfg.device,
             use_safetensors=True,
             trust_remote_code=cfg.trust_remote_code,
+            **kwargs,
         ).eval()
         self._scorer = _weight_sharing_twin(self._model)
         # do_sample + a temperature make CB reserve a logits-processor slot; we then put our

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # On CPU, vLLM reserves its KV cache from host memory: VLLM_CPU_KVCACHE_SPACE (GiB) sets how much.
 CPU_KV_CACHE_GIB = "1"
 CPU_MEMORY_FRACTION = 0.2
+COMPRESSED_TENSORS_BUILDS = ("gptq", "awq")
 
 
 def _to_token_logprobs(token_ids: list[int], entries: list[dict[int, Any]] | None, k: int) -> list[TokenLogprob]:
@@ -58,7 +59,17 @@ class VllmEngine(Engine):
         return importlib.util.find_spec("vllm") is not None
 
     @classmethod
+    def default_dtype(cls, spec: ProfileSpec, device: str) -> str:
+        if device == "cpu" and spec.build in COMPRESSED_TENSORS_BUILDS:
+            return "bfloat16"  # vLLM-CPU's 4/8-bit kernel (cpu_gemm_wna16) has no float32 version
+        return super().default_dtype(spec, device)
+
+    @classmethod
     def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+        from leanserve.hardware import cpu_has_bf16
+
+        if device == "cpu" and spec.build in COMPRESSED_TENSORS_BUILDS and not cpu_has_bf16():
+            return "vLLM-CPU runs GPTQ/AWQ weights with bf16 kernels, which need AVX512-BF16 or AMX"
         if spec.load_quant == "int8":
             return "vLLM has no LLM.int8() (bitsandbytes 8-bit) loader"
         if spec.load_quant == "nf4" and device != "cuda":

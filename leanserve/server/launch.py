@@ -13,10 +13,10 @@ from pathlib import Path
 import uvicorn
 
 from leanserve import models
-from leanserve.engines import choose_engine
+from leanserve.engines import choose_engine, engine_class
 from leanserve.engines.base import EngineConfig
 from leanserve.errors import ProfileError
-from leanserve.hardware import resolve_device, resolve_dtype
+from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
 from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest
 from leanserve.server.app import build_app
@@ -48,8 +48,8 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     spec = get_profile(settings.profile, settings.home)
     path, base_name = weights_dir(settings)
     device = resolve_device(settings.device)
-    dtype = resolve_dtype(settings.dtype, device)
     choice = choose_engine(settings.engine, spec, device)
+    dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec, device)
     served = settings.served_model_name or model_slug(base_name)
     metrics = ServerMetrics(spec.name, served)
     metrics.describe_model(method=spec.method, bits=spec.bits, engine=choice.name, base_model=base_name,
