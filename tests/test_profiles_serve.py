@@ -34,8 +34,10 @@ def test_quantized_profiles_use_less_memory_than_bf16(pool: ServerPool) -> None:
     assert rss["nf4"] < rss["bf16"] and rss["int8"] < rss["bf16"], rss
 
 
-def test_unbuilt_profile_fails_at_startup_with_the_build_command(home: Path, model_dir: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--profile", "gptq-4", "--home", str(home)],
+def test_unbuilt_profile_fails_at_startup_with_the_build_command(tmp_path: Path, model_dir: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / model_dir.name).symlink_to(model_dir)  # the base model is there, no artifact
+    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--profile", "gptq-4", "--home", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "leanserve compress --profile gptq-4" in r.stdout + r.stderr
