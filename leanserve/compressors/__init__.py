@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from leanserve.compressors.base import Builder, BuildContext
+from leanserve.compressors.base import BuildContext, Builder
 from leanserve.errors import ProfileError
 
 REGISTRY: dict[str, str] = {

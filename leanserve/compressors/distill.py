@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from leanserve.compressors.base import BuildContext
-from leanserve.compressors.calibration import load_calibration
+from leanserve.compressors.base import BuildContext, load_for_build, save_dense
 
 
 def kept_layers(n_layers: int, keep_every: int) -> list[int]:
@@ -67,19 +66,13 @@ def train_against_teacher(student: nn.Module, teacher: nn.Module, samples: list[
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     params = ctx.spec.params
-    tokenizer = AutoTokenizer.from_pretrained(ctx.base_dir)
-    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 64)),
-                             int(params.get("calib_seq_len", 256)))
-    teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
+    teacher, tokenizer, calib = load_for_build(ctx, 64, 256)
     keep = kept_layers(teacher.config.num_hidden_layers, int(params.get("keep_every", 2)))
     student = make_student(teacher, keep)
     losses = train_against_teacher(student, teacher, calib.samples, steps=int(params.get("steps", 200)),
                                    lr=float(params.get("lr", 1e-4)), ce_weight=float(params.get("ce_weight", 0.0)))
-    student.to(torch.bfloat16).save_pretrained(ctx.out_dir)
-    tokenizer.save_pretrained(ctx.out_dir)
+    save_dense(ctx, student, tokenizer)
     head = losses[: max(1, len(losses) // 10)]
     tail = losses[-max(1, len(losses) // 10):]
     return {"calibration": calib.describe(), "layers_kept": keep,

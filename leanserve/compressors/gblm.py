@@ -15,8 +15,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from leanserve.compressors.base import BuildContext
-from leanserve.compressors.calibration import load_calibration
+from leanserve.compressors.base import BuildContext, load_for_build, save_dense
 from leanserve.compressors.gblm_score import gblm_scores, row_prune_mask, wanda_scores
 
 GRAD_SCALE = 100.0  # the reference scales gradients before squaring, to keep fp16 sums away from zero
@@ -79,19 +78,13 @@ def prune_model(model: nn.Module, act_sq: dict[str, torch.Tensor], grad_l2: dict
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     params = ctx.spec.params
     sparsity = float(params.get("sparsity", 0.5))
-    tokenizer = AutoTokenizer.from_pretrained(ctx.base_dir)
-    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 32)),
-                             int(params.get("calib_seq_len", 512)))
-    model = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32)
+    model, tokenizer, calib = load_for_build(ctx, 32, 512)
     # gradient_term = false gives Wanda (|W| x ||X|| alone), the baseline GBLM is measured against
     with_grad = bool(params.get("gradient_term", True))
     act_sq, grad_l2 = collect_statistics(model, calib.samples, with_grad=with_grad)
     reached = prune_model(model, act_sq, grad_l2 if with_grad else None, sparsity)
-    model.to(torch.bfloat16).save_pretrained(ctx.out_dir)
-    tokenizer.save_pretrained(ctx.out_dir)
+    save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "metric": "gblm" if with_grad else "wanda", "sparsity_target": sparsity, "sparsity_reached": round(reached, 4),
             "sparsity_scope": "linear layers of the decoder blocks (embeddings, lm_head dense)"}

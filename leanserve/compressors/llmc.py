@@ -11,9 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from leanserve.compressors.base import BuildContext
-from leanserve.compressors.calibration import load_calibration
-
+from leanserve.compressors.base import BuildContext, load_for_build
 
 GROUP_SIZES = (128, 64, 32)  # the first that divides every quantized layer's input width is used
 
@@ -41,23 +39,18 @@ def weight_scheme(model: Any, preset: str, wanted_group: int) -> tuple[Any, int 
     return scheme, group
 
 
-def _load(ctx: BuildContext) -> tuple[Any, Any]:
+def _load(ctx: BuildContext) -> tuple[Any, Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # float32 on CPU (bf16 matmuls are slow there), bf16 on a GPU
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=dtype), AutoTokenizer.from_pretrained(ctx.base_dir)
+    return load_for_build(ctx, 128, 512, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
 
-def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, recipe: list[Any]) -> dict[str, Any]:
+def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, calib: Any, recipe: list[Any]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
 
-    params = ctx.spec.params
-    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 128)),
-                             int(params.get("calib_seq_len", 512)))
     dataset = Dataset.from_dict({"input_ids": calib.samples, "attention_mask": [[1] * calib.seq_len] * len(calib.samples)})
     oneshot(model=model, dataset=dataset, recipe=recipe, max_seq_length=calib.seq_len,
             num_calibration_samples=len(calib.samples), shuffle_calibration_samples=False)
@@ -72,11 +65,11 @@ def build_gptq(ctx: BuildContext) -> dict[str, Any]:
 
     params = ctx.spec.params
     preset = str(params.get("scheme", "W4A16"))
-    model, tokenizer = _load(ctx)
+    model, tokenizer, calib = _load(ctx)
     scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
     modifier = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"],
                             dampening_frac=float(params.get("dampening_frac", 0.01)))
-    return {**_oneshot(ctx, model, tokenizer, [modifier]), "scheme": preset, "group_size": group}
+    return {**_oneshot(ctx, model, tokenizer, calib, [modifier]), "scheme": preset, "group_size": group}
 
 
 @contextlib.contextmanager
@@ -104,9 +97,9 @@ def build_awq(ctx: BuildContext) -> dict[str, Any]:
 
     params = ctx.spec.params
     preset = str(params.get("scheme", "W4A16_ASYM"))
-    model, tokenizer = _load(ctx)
+    model, tokenizer, calib = _load(ctx)
     scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
     recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
     with _no_pinned_memory_without_cuda():
-        facts = _oneshot(ctx, model, tokenizer, recipe)
+        facts = _oneshot(ctx, model, tokenizer, calib, recipe)
     return {**facts, "scheme": preset, "group_size": group}

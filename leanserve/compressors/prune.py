@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from leanserve.compressors.base import BuildContext
-from leanserve.compressors.calibration import load_calibration
+from leanserve.compressors.base import BuildContext, load_for_build, save_dense
 
 CHANNEL_MULTIPLE = 32  # kernels (and vLLM's) like dimensions that are multiples of 32
 
@@ -64,13 +63,8 @@ def mlp_hidden_means(model: nn.Module, samples: list[list[int]]) -> list[torch.T
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     params = ctx.spec.params
-    tokenizer = AutoTokenizer.from_pretrained(ctx.base_dir)
-    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", 32)),
-                             int(params.get("calib_seq_len", 512)))
-    model = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
+    model, tokenizer, calib = load_for_build(ctx, 32, 512)
     before = sum(p.numel() for p in model.parameters())
     old = model.config.intermediate_size
     keep = max(CHANNEL_MULTIPLE, round(old * float(params.get("mlp_keep", 0.75)) / CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE)
@@ -80,12 +74,13 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     model.config.intermediate_size = keep
     heal = int(params.get("heal_steps", 0))
     if heal:
+        from transformers import AutoModelForCausalLM
+
         from leanserve.compressors.distill import train_against_teacher
 
         teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
         train_against_teacher(model, teacher, calib.samples, steps=heal, lr=float(params.get("lr", 1e-4)))
     after = sum(p.numel() for p in model.parameters())
-    model.to(torch.bfloat16).save_pretrained(ctx.out_dir)
-    tokenizer.save_pretrained(ctx.out_dir)
+    save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "intermediate_size": {"before": old, "after": keep},
             "parameters": {"before": before, "after": after}, "heal_steps": heal}

@@ -88,6 +88,7 @@ class Engine(abc.ABC):
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
+        self._tokenizer: Tokenizer | None = None  # set by start()
 
     @classmethod
     @abc.abstractmethod
@@ -122,9 +123,10 @@ class Engine(abc.ABC):
         """Memory in use now."""
 
     @property
-    @abc.abstractmethod
     def tokenizer(self) -> Tokenizer:
-        """The model's tokenizer (chat template included)."""
+        """The model's tokenizer (chat template included); start() loads it."""
+        assert self._tokenizer is not None, "engine not started"
+        return self._tokenizer
 
     @property
     @abc.abstractmethod

@@ -69,7 +69,6 @@ class TransformersEngine(Engine):
         self._manager: Any = None
         self._sampler: Any = None
         self._scorer: Any = None
-        self._tokenizer: Tokenizer | None = None
         self._score_lock = asyncio.Lock()
 
     @classmethod
@@ -161,11 +160,6 @@ class TransformersEngine(Engine):
             await asyncio.to_thread(self._manager.stop, True)
 
     # --- serving -----------------------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        assert self._tokenizer is not None, "engine not started"
-        return self._tokenizer
-
     @property
     def max_model_len(self) -> int:
         configured = self.config.max_model_len

@@ -51,7 +51,6 @@ class VllmEngine(Engine):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         self._engine: Any = None
-        self._tokenizer: Tokenizer | None = None
         self._max_len = 0
 
     @classmethod
@@ -102,11 +101,6 @@ class VllmEngine(Engine):
     async def shutdown(self) -> None:
         if self._engine is not None:
             self._engine.shutdown()
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        assert self._tokenizer is not None, "engine not started"
-        return self._tokenizer
 
     @property
     def max_model_len(self) -> int:
