@@ -20,7 +20,7 @@ def _running(server: Server) -> float:
 
 def test_disconnect_mid_stream_frees_the_request(server: Server) -> None:
     body = {"model": MODEL, "prompt": "Write a very long essay about the sea.", "max_tokens": MAX_TOKENS,
-            "temperature": 1.0, "seed": 1, "stream": True}
+            "temperature": 1.0, "seed": 1, "stream": True, "ignore_eos": True}
     headers = {"Authorization": f"Bearer {API_KEY}"}
     generated_before = one(scrape(server), "leanserve_generation_tokens_total", **LAB)
     with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, headers=headers, timeout=120) as r:

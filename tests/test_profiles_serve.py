@@ -3,6 +3,7 @@ a profile whose artifact is not built fails at startup, naming the command that 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,9 @@ def test_quantized_profile_answers(pool: ServerPool, profile: str) -> None:
     assert "Paris" in r.choices[0].message.content
     info = one(scrape(server), "leanserve_model_info", profile=profile)
     assert info == 1
+    manifest = json.loads((pool.home / "artifacts" / MODEL / profile / "manifest.json").read_text())
+    assert manifest["kind"] == "runtime" and manifest["engine"] == "transformers"
+    assert manifest["load_time_s"] > 0 and manifest["memory_after_load"]["process_rss"] > 100e6
 
 
 def test_quantized_profiles_use_less_memory_than_bf16(pool: ServerPool) -> None:

@@ -48,6 +48,15 @@ def read_manifest(path: Path) -> Manifest | None:
     return Manifest(**data)
 
 
+def write_runtime_manifest(path: Path, facts: dict[str, Any]) -> None:
+    """Record how a load-time profile (nf4, int8) loaded: written once per (model, profile, engine),
+    atomically (temp file, then rename), beside where a built artifact would live."""
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path / MANIFEST)
+
+
 def status(spec: ProfileSpec, home: Path, model: str) -> Status:
     if not spec.needs_artifact:
         return "runtime"

@@ -24,7 +24,8 @@ from leanserve.server.state import ServerState
 log = logging.getLogger(__name__)
 
 
-async def _load_engine(state: ServerState, config: EngineConfig, on_fatal: Callable[[], None] | None) -> None:
+async def _load_engine(state: ServerState, config: EngineConfig, on_fatal: Callable[[], None] | None,
+                       on_ready: Callable[[ServerState, float], None] | None) -> None:
     started = time.perf_counter()
     try:
         engine = engine_class(state.engine_name)(config)
@@ -38,16 +39,18 @@ async def _load_engine(state: ServerState, config: EngineConfig, on_fatal: Calla
     state.engine = engine
     state.metrics.memory_source = engine.memory
     state.status = "ready"
+    if on_ready:
+        on_ready(state, time.perf_counter() - started)
     log.info("ready: profile=%s engine=%s (%s) loaded in %.1fs, context %d tokens",
              state.spec.name, state.engine_name, state.engine_reason, time.perf_counter() - started,
              engine.max_model_len)
 
 
 def build_app(state: ServerState, config: EngineConfig, on_fatal: Callable[[], None] | None = None,
-              metrics_need_key: bool = True) -> FastAPI:
+              metrics_need_key: bool = True, on_ready: Callable[[ServerState, float], None] | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.create_task(_load_engine(state, config, on_fatal))
+        loader = asyncio.create_task(_load_engine(state, config, on_fatal, on_ready))
         try:
             yield
         finally:

@@ -18,7 +18,7 @@ from leanserve.engines.base import EngineConfig
 from leanserve.errors import ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
-from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest
+from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest, write_runtime_manifest
 from leanserve.server.app import build_app
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
@@ -63,6 +63,20 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     return state, config
 
 
+def record_runtime_load(state: ServerState, load_time_s: float) -> None:
+    """Load-time profiles (nf4, int8) have no build step; their manifest records how they loaded."""
+    if state.spec.needs_artifact or state.engine is None:
+        return
+    memory = state.engine.memory()
+    write_runtime_manifest(artifact_dir(state.settings.home, state.base_model, state.spec.name), {
+        "profile": state.spec.name, "kind": "runtime", "spec": state.spec.model_dump(),
+        "base_model": state.base_model, "engine": state.engine_name, "device": state.engine.config.device,
+        "dtype": state.engine.config.dtype, "load_time_s": round(load_time_s, 2),
+        "memory_after_load": {k: v for k, v in vars(memory).items() if v is not None},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
 def serve(settings: Settings, metrics_need_key: bool = True) -> None:
     state, config = prepare(settings)
     server: uvicorn.Server | None = None
@@ -71,7 +85,7 @@ def serve(settings: Settings, metrics_need_key: bool = True) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = build_app(state, config, on_fatal=stop, metrics_need_key=metrics_need_key)
+    app = build_app(state, config, on_fatal=stop, metrics_need_key=metrics_need_key, on_ready=record_runtime_load)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                            log_level=settings.log_level, timeout_graceful_shutdown=30))
     server.run()
