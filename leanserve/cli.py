@@ -22,8 +22,8 @@ models_app = typer.Typer(help="Base models: pull the default, list what is here.
 app.add_typer(models_app, name="models")
 console = Console()
 
-HomeOpt = Annotated[Path | None, typer.Option(envvar="LEANSERVE_HOME", help="Where models, artifacts and profiles live [default: ~/.cache/leanserve].")]
-ModelOpt = Annotated[str | None, typer.Option(envvar="LEANSERVE_MODEL", help=f"Base model: a local HF directory, a hub id, or '{models.DEFAULT_MODEL}' [default].")]
+HomeOpt = Annotated[Path | None, typer.Option(envvar="LEANSERVE_HOME", help="Where models, artifacts and profiles live (default: ~/.cache/leanserve).")]
+ModelOpt = Annotated[str | None, typer.Option(envvar="LEANSERVE_MODEL", help=f"Base model: a local HF directory, a hub id, or '{models.DEFAULT_MODEL}' (the default).")]
 
 
 def _home(home: Path | None) -> Path:
@@ -44,10 +44,10 @@ def serve(
     port: Annotated[int, typer.Option(envvar="LEANSERVE_PORT")] = 8000,
     device: Annotated[str, typer.Option(envvar="LEANSERVE_DEVICE", help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(envvar="LEANSERVE_DTYPE", help="auto (bfloat16 on GPUs, float32 on CPUs), float32, bfloat16, float16.")] = "auto",
-    max_model_len: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_MODEL_LEN", help="Context window in tokens [default: the model's].")] = None,
+    max_model_len: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_MODEL_LEN", help="Context window in tokens (default: the model's).")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health.")] = None,
     public_metrics: Annotated[bool, typer.Option(envvar="LEANSERVE_PUBLIC_METRICS", help="Serve /metrics without the API key.")] = False,
-    served_model_name: Annotated[str | None, typer.Option(envvar="LEANSERVE_SERVED_MODEL_NAME", help="The `model` name clients send [default: the model's name].")] = None,
+    served_model_name: Annotated[str | None, typer.Option(envvar="LEANSERVE_SERVED_MODEL_NAME", help="The `model` name clients send (default: the model's name).")] = None,
     max_body_bytes: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_BODY_BYTES", help="Larger request bodies get 413.")] = 4 * 1024 * 1024,
     max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the checkpoint (off: safer).")] = False,
