@@ -34,6 +34,14 @@ def _check_model(state: ServerState, model: str) -> None:
         raise ModelNotFound(f"The model {model!r} does not exist on this server; it serves {state.served_model!r}.")
 
 
+def _serving(request: Request, model: str) -> tuple[ServerState, Engine]:
+    """What every generation route checks first: the engine is ready and the model is the one served."""
+    state = _state(request)
+    engine = state.ready_engine()
+    _check_model(state, model)
+    return state, engine
+
+
 def _max_tokens(engine: Engine, prompt_len: int, requested: int | None, param: str) -> int:
     """Check the context window; default max_tokens to what is left of it."""
     limit = engine.max_model_len
@@ -108,11 +116,11 @@ def _chat_logprobs(engine: Engine, entries: list[TokenLogprob]) -> dict[str, Any
                         for e in entries]}
 
 
-def _legacy_logprobs(engine: Engine, entries: list[TokenLogprob | None], token_ids: list[int], offset: int) -> dict:
+def _legacy_logprobs(engine: Engine, entries: list[TokenLogprob | None], token_ids: list[int]) -> dict:
     """OpenAI's completions shape: tokens, token_logprobs (None for a first prompt token), top_logprobs."""
     tok = engine.tokenizer
     strings = tok.token_strings(token_ids)
-    offsets, pos = [], offset
+    offsets, pos = [], 0
     for s in strings:
         offsets.append(pos)
         pos += len(s)
@@ -152,9 +160,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     started = time.perf_counter()
-    state = _state(request)
-    engine = state.ready_engine()
-    _check_model(state, body.model)
+    state, engine = _serving(request, body.model)
     _check_n(state, body.n)
     if not engine.tokenizer.has_chat_template:
         raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
@@ -223,9 +229,7 @@ def _prompt_ids(engine: Engine, prompt: str | list[int]) -> list[int]:
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Any:
     started = time.perf_counter()
-    state = _state(request)
-    engine = state.ready_engine()
-    _check_model(state, body.model)
+    state, engine = _serving(request, body.model)
     prompts = [_prompt_ids(engine, p) for p in body.prompts()]
     _check_n(state, body.n * len(prompts))
     if body.stream and body.echo and body.logprobs is not None:
@@ -254,7 +258,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
                     yield _sse({**base, "choices": [{"index": idx, "text": "", "logprobs": None, "finish_reason": "length"}]})
             async for ev in merge(streams):
                 completion_tokens += len(ev.token_ids)
-                lp = _legacy_logprobs(engine, list(ev.logprobs), ev.token_ids, 0) if body.logprobs is not None else None
+                lp = _legacy_logprobs(engine, list(ev.logprobs), ev.token_ids) if body.logprobs is not None else None
                 yield _sse({**base, "choices": [{"index": ev.index, "text": ev.text, "logprobs": lp,
                                                  "finish_reason": ev.finish_reason}]})
             if include_usage:
@@ -288,7 +292,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             if body.echo:
                 entries = scores[idx // body.n] + entries
                 token_ids = ids + token_ids
-            logprobs = _legacy_logprobs(engine, entries, token_ids, 0)
+            logprobs = _legacy_logprobs(engine, entries, token_ids)
         choices.append({"index": idx, "text": prefix + text, "logprobs": logprobs,
                         "finish_reason": events[-1].finish_reason if events else "length"})
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
