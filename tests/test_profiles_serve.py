@@ -32,10 +32,14 @@ def test_quantized_profile_answers(pool: ServerPool, profile: str) -> None:
 
 
 def test_quantized_profiles_use_less_memory_than_bf16(pool: ServerPool) -> None:
-    """Same engine, same process layout: RSS must drop as bits drop (fp32 > int8 > nf4 on CPU)."""
-    rss = {p: one(scrape(pool.get("transformers", p)), "leanserve_memory_bytes", kind="process_rss", profile=p)
-           for p in ("bf16", "int8", "nf4")}
-    assert rss["nf4"] < rss["bf16"] and rss["int8"] < rss["bf16"], rss
+    """Loaded weight bytes must drop as bits drop (fp32 > int8 > nf4 on CPU). Not RSS: on CPU, bitsandbytes
+    quantizes from a full-precision copy whose freed pages glibc keeps, so RSS after load is noise (seen in CI:
+    int8 1.26 GB vs fp32 1.22 GB)."""
+    weights = {p: one(scrape(pool.get("transformers", p)), "leanserve_memory_bytes", kind="weights", profile=p)
+               for p in ("bf16", "int8", "nf4")}
+    assert weights["nf4"] < weights["int8"] < weights["bf16"], weights
+    # The tied 49152x576 embedding stays in full precision; the 30 blocks' linears shrink 4x (int8) / 8x (nf4).
+    assert weights["int8"] < 0.6 * weights["bf16"] and weights["nf4"] < 0.45 * weights["bf16"], weights
 
 
 def test_unbuilt_profile_fails_at_startup_with_the_build_command(tmp_path: Path, model_dir: Path) -> None:

@@ -62,6 +62,7 @@ class MemoryStats:
     gpu_allocated: int | None = None
     gpu_reserved: int | None = None
     gpu_used_nvml: int | None = None
+    weights: int | None = None  # bytes of parameters and buffers as loaded, where the engine can see them
 
 
 @dataclass(frozen=True)

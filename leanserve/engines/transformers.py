@@ -66,6 +66,7 @@ class TransformersEngine(Engine):
     def __init__(self, config: EngineConfig) -> None:
         super().__init__(config)
         self._model: Any = None
+        self._weight_bytes: int | None = None
         self._manager: Any = None
         self._sampler: Any = None
         self._scorer: Any = None
@@ -129,6 +130,7 @@ class TransformersEngine(Engine):
             trust_remote_code=cfg.trust_remote_code,
             **kwargs,
         ).eval()
+        self._weight_bytes = int(self._model.get_memory_footprint())
         self._scorer = _weight_sharing_twin(self._model)
         # do_sample + a temperature make CB reserve a logits-processor slot; we then put our
         # per-request sampler in that slot (see sampler.py for why).
@@ -232,4 +234,4 @@ class TransformersEngine(Engine):
     def memory(self) -> MemoryStats:
         from leanserve.engines.memory import gpu_memory
 
-        return MemoryStats(psutil.Process().memory_info().rss, *gpu_memory())
+        return MemoryStats(psutil.Process().memory_info().rss, *gpu_memory(), weights=self._weight_bytes)
