@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.serve_overhead import device_name  # noqa: E402
 from leanserve import models  # noqa: E402
 from leanserve.compressors.calibration import data_root  # noqa: E402
+from leanserve.evals.client import EvalClient  # noqa: E402
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text  # noqa: E402
 from leanserve.profiles.store import dir_size  # noqa: E402
 from leanserve.settings import default_home  # noqa: E402
@@ -99,7 +100,8 @@ def measure(home: Path, profile: str, text: str, chunks: int, built: Path | None
                              for f in f.resolve().glob("*")) / 2**20
     server = start_server("transformers", profile, home)
     try:
-        ppl = api_perplexity(server.base_url, models.DEFAULT_MODEL, text, max_chunks=chunks, api_key=API_KEY)
+        with EvalClient(server.base_url, models.DEFAULT_MODEL, api_key=API_KEY) as ev:
+            ppl = api_perplexity(ev, text, window_chars=2048, stride_chars=2048, max_windows=chunks)
     finally:
         server.stop()
     row.update(ppl=ppl.token_ppl, word_ppl=ppl.word_ppl, ppl_tokens=ppl.tokens)

@@ -1,4 +1,4 @@
-"""The `leanserve` command: serve, models, profiles."""
+"""The `leanserve` command: serve, compress, eval, report, models, profiles."""
 
 from __future__ import annotations
 
@@ -149,6 +149,74 @@ def profiles(model: ModelOpt = None, home: HomeOpt = None) -> None:
     for spec in specs.values():
         table.add_row(spec.name, spec.method, str(spec.bits), status(spec, h, base))
     console.print(table)
+
+
+@app.command("eval")
+def eval_(
+    profile: Annotated[str | None, typer.Option(help="Profile to start a server for and evaluate (not with --base-url).")] = None,
+    suite: Annotated[list[str] | None, typer.Option(help="Suite to run (repeatable): wikitext2, mmlu, bbh, race-h, arc-challenge, gsm8k, speed. Default: all but race-h (added when --race-file is given).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N examples per MMLU subject / BBH task / suite (wikitext2: N windows).")] = None,
+    fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="A seeded random share of each subject / task (wikitext2: the first share of its windows).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --fraction sample.")] = 0,
+    base_url: Annotated[str | None, typer.Option(help="Evaluate a running OpenAI-compatible server instead of starting one.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Key for --base-url.")] = None,
+    served_model: Annotated[str | None, typer.Option(help="The `model` to send to --base-url (default: the first of its /v1/models).")] = None,
+    model: ModelOpt = None,
+    engine: Annotated[str, typer.Option(help="Engine of the server started for --profile: auto, vllm or transformers.")] = "auto",
+    out: Annotated[Path | None, typer.Option(help="Results file (default: evals-<engine>.json beside the profile's artifact).")] = None,
+    race_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_RACE_FILE", help="RACE-H JSONL (no offline copy exists here).")] = None,
+    data: Annotated[Path | None, typer.Option(envvar="LEANSERVE_DATA", help="Eval data folder (default: ../shared/data).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
+    max_gen_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per BBH / GSM8K answer.")] = 256,
+    home: HomeOpt = None,
+) -> None:
+    """Evaluate PROFILE (or a running server) through its own HTTP API and write the results JSON."""
+    from contextlib import nullcontext
+
+    from leanserve.evals import runner
+    from leanserve.evals.suites import DEFAULT_SUITES, SuiteOptions
+    from leanserve.profiles.store import model_slug
+    from leanserve.settings import data_root
+
+    h = _home(home)
+    if (profile is None) == (base_url is None):
+        _fail(LeanserveError("give exactly one of --profile (start a server) or --base-url (use a running one)"))
+    suites = suite or DEFAULT_SUITES + (["race-h"] if race_file else [])
+    options = SuiteOptions(data.expanduser() if data else data_root(), limit, fraction, seed, race_file, max_gen_tokens)
+    try:
+        started = runner.local_server(profile, model=model, engine=engine, home=h) if profile else nullcontext(None)
+        with started as local:
+            url, key = local if local else (base_url, api_key)
+            target = runner.connect(url, key, served_model)
+            console.print(f"evaluating {target.model} at {target.base_url} "
+                          f"(profile {target.health.get('profile', '?')}, engine {target.health.get('engine', '?')}): {', '.join(suites)}")
+            result = runner.run_suites(target, suites, options, concurrency=concurrency)
+    except LeanserveError as exc:
+        _fail(exc)
+    if out is None and result["profile"] and result["engine"]:
+        out = runner.results_path(h, model_slug(model or models.DEFAULT_MODEL) if profile else result["model"],
+                                  result["profile"], result["engine"])
+    path = runner.write_results(out or Path(f"evals-{model_slug(result['model'])}.json"), result)
+    console.print(f"results: {path}")
+
+
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("report"),
+    model: ModelOpt = None,
+    results: Annotated[list[Path] | None, typer.Option(help="Results files to include (default: every evals-*.json under the home's artifacts for MODEL).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Put every evaluated profile side by side: a markdown table (Pareto-best rows marked) and plots."""
+    from leanserve.evals import report as rep
+
+    h = _home(home)
+    files = results or rep.find_results(h, model or models.DEFAULT_MODEL)
+    try:
+        written = rep.write_report(files, out)
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print(f"report of {len(files)} runs: " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

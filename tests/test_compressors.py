@@ -19,6 +19,7 @@ from openai import OpenAI
 
 from leanserve.compressors.calibration import data_root
 from leanserve.compressors.job import file_hashes
+from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text
 from leanserve.hardware import cpu_has_bf16
 from tests.conftest import MODEL
@@ -90,7 +91,8 @@ def served_ppl(engine: str, profile: str, home: Path, text: str) -> float:
         answer = client.chat.completions.create(model=MODEL, max_tokens=24, temperature=0,
                                                 messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert answer.choices[0].message.content.strip(), "the model answered nothing"
-        return api_perplexity(server.base_url, MODEL, text, max_chunks=PPL_CHUNKS, api_key=API_KEY).token_ppl
+        with EvalClient(server.base_url, MODEL, api_key=API_KEY) as ev:  # 8 disjoint windows: the bounds' setting
+            return api_perplexity(ev, text, window_chars=2048, stride_chars=2048, max_windows=PPL_CHUNKS).token_ppl
     finally:
         server.stop()
 

@@ -7,24 +7,15 @@ scored on. Offline machines have no hub datasets: say exactly what to pass inste
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from leanserve.errors import InvalidRequest
+from leanserve.settings import data_root
 
 NAMED_SETS = {"wikitext2-valid": "wikitext-2/wiki.valid.tokens"}
 DEFAULT_SET = "wikitext2-valid"
-
-
-def data_root() -> Path | None:
-    """The shared eval-data folder: $LEANSERVE_DATA, else ../shared/data beside the checkout or cwd."""
-    env = os.environ.get("LEANSERVE_DATA")
-    candidates = [Path(env)] if env else []
-    repo = Path(__file__).resolve().parents[2]
-    candidates += [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 def _untokenize_wikitext(text: str) -> str:

@@ -1,17 +1,26 @@
-"""WikiText-2 perplexity through `/v1/completions` (echo=true, logprobs, max_tokens=0), HTTP only.
+"""WikiText-2 perplexity through `/v1/completions` (echo=true, logprobs=0, max_tokens=0), HTTP only.
 
-The test text is cut at line boundaries into chunks of about `chunk_chars` characters; each chunk is
-scored on its own (its first token has no context and is not counted). Token-level perplexity is
-exp(-sum logprob / scored tokens); word-level divides by the chunk's whitespace-separated words.
+Sliding windows over the test text, measured in characters because a remote server's tokenizer is not
+ours to call: each window is `window_chars` long and moves by `stride_chars`; the first window scores all
+its tokens (but the very first, which has no context), every later one scores only the tokens that start
+in its last `stride_chars` characters, so each scored token sees at least `window_chars - stride_chars`
+characters of context and every token of the text is scored exactly once. Windows are cut before a space
+or newline so that a byte-level BPE tokenizes the boundary the same way in neighbouring windows.
+
+Token-level perplexity is exp(-sum logprob / scored tokens); word-level divides the same sum by the
+number of whitespace-separated words (comparable across tokenizers).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import httpx
+from leanserve.evals.client import EvalClient
+
+WINDOW_CHARS = 4096  # ~1000 SmolLM2 tokens of English
+STRIDE_CHARS = 2048  # so every scored token has >= 2048 characters (~500 tokens) of context
 
 
 def wikitext2_test_text(data_root: Path) -> str:
@@ -21,16 +30,33 @@ def wikitext2_test_text(data_root: Path) -> str:
     return "\n\n".join(rows)
 
 
-def chunks(text: str, chunk_chars: int) -> list[str]:
-    """Consecutive pieces of about chunk_chars characters, cut after a newline."""
-    out, start = [], 0
-    while start < len(text):
-        end = text.find("\n", min(start + chunk_chars, len(text)))
-        end = len(text) if end < 0 else end + 1
-        piece = text[start:end]
-        if piece.strip():
-            out.append(piece)
-        start = end
+@dataclass(frozen=True)
+class Window:
+    start: int  # first character sent
+    score_from: int  # first character whose tokens count
+    end: int  # one past the last character sent and scored
+
+
+def _cut(text: str, pos: int) -> int:
+    """The first whitespace position at or after pos (a cut before it), or the end of the text."""
+    if pos >= len(text):
+        return len(text)
+    while pos < len(text) and not text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def windows(text: str, window_chars: int = WINDOW_CHARS, stride_chars: int = STRIDE_CHARS) -> list[Window]:
+    """Windows whose scored spans [score_from, end) tile the text exactly."""
+    if not 0 < stride_chars <= window_chars:
+        raise ValueError("need 0 < stride_chars <= window_chars")
+    out = [Window(0, 0, _cut(text, window_chars))]
+    while out[-1].end < len(text):
+        score_from = out[-1].end
+        end = _cut(text, score_from + stride_chars)
+        overlap = window_chars - stride_chars
+        start = min(score_from, _cut(text, max(0, score_from - overlap))) if overlap else score_from
+        out.append(Window(start, score_from, end))
     return out
 
 
@@ -38,23 +64,29 @@ def chunks(text: str, chunk_chars: int) -> list[str]:
 class Perplexity:
     token_ppl: float
     word_ppl: float
+    nll: float  # total negative log-likelihood, nats
     tokens: int
     words: int
-    chunks: int
+    windows: int
+    window_chars: int
+    stride_chars: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def api_perplexity(base_url: str, model: str, text: str, *, chunk_chars: int = 2000, max_chunks: int | None = None,
-                   api_key: str | None = None, timeout: float = 600) -> Perplexity:
-    pieces = chunks(text, chunk_chars)[:max_chunks]
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    total_lp, tokens, words = 0.0, 0, 0
-    with httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as client:
-        for piece in pieces:
-            r = client.post("/v1/completions", json={"model": model, "prompt": piece, "max_tokens": 0, "echo": True,
-                                                     "logprobs": 0, "temperature": 0})
-            r.raise_for_status()
-            scored = [x for x in r.json()["choices"][0]["logprobs"]["token_logprobs"] if x is not None]
-            total_lp += sum(scored)
-            tokens += len(scored)
-            words += len(piece.split())
-    return Perplexity(math.exp(-total_lp / tokens), math.exp(-total_lp / words), tokens, words, len(pieces))
+def score_window(client: EvalClient, text: str, w: Window) -> tuple[float, int]:
+    scored = client.prompt_logprobs(text[w.start:w.end])
+    return scored.sum_from(w.score_from - w.start)
+
+
+def api_perplexity(client: EvalClient, text: str, *, window_chars: int = WINDOW_CHARS,
+                   stride_chars: int = STRIDE_CHARS, max_windows: int | None = None) -> Perplexity:
+    """Perplexity of `text` (or of its first `max_windows` windows) through the server."""
+    ws = windows(text, window_chars, stride_chars)[:max_windows]
+    results = client.map(lambda w: score_window(client, text, w), ws, desc="wikitext2 windows")
+    total = sum(lp for lp, _ in results)
+    tokens = sum(n for _, n in results)
+    words = len(text[:ws[-1].end].split())
+    return Perplexity(math.exp(-total / tokens), math.exp(-total / words), -total, tokens, words, len(ws),
+                      window_chars, stride_chars)
