@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,compress,dev]'
+	$(VENV)/bin/pip install -q -e '.[transformers,compress,loadtest,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml

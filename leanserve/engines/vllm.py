@@ -21,6 +21,7 @@ from leanserve.engines.base import (
     Engine,
     EngineConfig,
     GenerationRequest,
+    MemoryBudget,
     MemoryStats,
     TokenLogprob,
 )
@@ -33,6 +34,16 @@ log = logging.getLogger(__name__)
 CPU_KV_CACHE_GIB = "1"
 CPU_MEMORY_FRACTION = 0.2
 COMPRESSED_TENSORS_BUILDS = ("gptq", "awq")
+MAX_GPU_FRACTION = 0.95  # never ask vLLM for the whole card: other processes and the driver need some
+
+
+def budget_engine_args(budget: MemoryBudget, gpu_total_bytes: int) -> dict[str, Any]:
+    """vLLM arguments that keep it inside `budget` on a card of `gpu_total_bytes`: vLLM sizes its KV
+    cache as gpu_memory_utilization x total minus what it measured for weights and activations, so the
+    fraction is the budget's share of the card; the batch limits are the ones the plan assumed."""
+    fraction = min(MAX_GPU_FRACTION, budget.total_bytes / gpu_total_bytes)
+    return {"gpu_memory_utilization": round(fraction, 4), "max_num_batched_tokens": budget.max_batched_tokens,
+            "max_num_seqs": budget.max_seqs}
 
 
 def _to_token_logprobs(token_ids: list[int], entries: list[dict[int, Any]] | None, k: int) -> list[TokenLogprob]:
@@ -91,6 +102,11 @@ class VllmEngine(Engine):
         if cfg.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
             kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        elif cfg.memory_budget is not None:
+            import torch
+
+            kwargs.update(budget_engine_args(cfg.memory_budget, torch.cuda.mem_get_info()[1]))
+            log.info("vram budget %d bytes: %s", cfg.memory_budget.total_bytes, kwargs)
         elif cfg.gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         # Engine start (weights, compile, KV cache) takes minutes; off the event loop, /health answers meanwhile.
