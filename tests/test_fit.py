@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -27,6 +28,7 @@ from leanserve.errors import ProfileError
 from leanserve.profiles.registry import get_profile
 from leanserve.server.launch import apply_vram_budget
 from leanserve.settings import Settings
+from tests.servers import start_server
 
 GIB = 1 << 30
 LLAMA_GPTQ4 = 3_238_002_688 + 101_187_584 + 524_288_000 + 532_480
@@ -142,3 +144,20 @@ def test_vllm_engine_args_for_a_budget() -> None:
     args = budget_engine_args(MemoryBudget(8 * GIB, 2048, 256), 80 * GIB)
     assert args == {"gpu_memory_utilization": 0.1, "max_num_batched_tokens": 2048, "max_num_seqs": 256}
     assert budget_engine_args(MemoryBudget(8 * GIB, 2048, 256), 8 * GIB)["gpu_memory_utilization"] == 0.95
+
+
+def test_serve_with_a_vram_budget_on_cpu_logs_the_plan_and_serves(home: Path, model_dir: Path) -> None:
+    server = start_server("transformers", "bf16", home, "--vram-budget", "8GiB")
+    try:
+        log = server.log_text()
+        assert "--vram-budget is informational on cpu" in log and "sequences at once" in log
+        r = httpx.get(f"{server.base_url}/health", timeout=10)
+        assert r.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_serve_rejects_an_unreadable_budget_before_loading(home: Path) -> None:
+    server = start_server("transformers", "bf16", home, "--vram-budget", "eight", wait_ready=False)
+    server.wait(server.exited)
+    assert server.proc.returncode == 2 and "cannot read 'eight' as a size" in server.log_text()

@@ -30,13 +30,19 @@ def test_lengths_parse_and_sample_within_bounds() -> None:
 def test_percentiles_and_summary_by_hand() -> None:
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([10], 99) == 10
     records = [
-        {"start": 100.0, "e2e": 2.0, "ttft": 0.5, "itl": 0.1, "output_tokens": 16, "prompt_tokens": 20, "ok": True},
-        {"start": 101.0, "e2e": 3.0, "ttft": 1.5, "itl": 0.1, "output_tokens": 24, "prompt_tokens": 30, "ok": True},
+        {"start": 100.0, "e2e": 2.0, "ttft": 0.5, "itl": 0.1, "output_tokens": 16, "prompt_tokens": 20, "ok": True,
+         "chunks": [0.5, 1.0, 2.0]},  # 16 tokens over 3 chunks, at 100.5, 101.0 and 102.0
+        {"start": 101.0, "e2e": 3.0, "ttft": 1.5, "itl": 0.1, "output_tokens": 24, "prompt_tokens": 30, "ok": True,
+         "chunks": [1.5, 3.0]},  # 24 tokens over 2 chunks, at 102.5 and 104.0
         {"start": 102.0, "e2e": 0.1, "ok": False, "error": "HTTP 500: boom"},
     ]
     s = summarize(records, locust_failure_count=1)
     assert (s["requests"], s["failures"], s["wall_s"], s["output_tokens"]) == (2, 1, 4.0, 40)
-    assert s["output_tokens_per_s"] == 10.0 and s["requests_per_s"] == 0.5
+    assert s["output_tokens_per_s_incl_drain"] == 10.0 and s["requests_per_s_incl_drain"] == 0.5
+    assert s["output_tokens_per_s"] == s["output_tokens_per_s_incl_drain"]  # no window: the whole wall
+    windowed = summarize(records, window_s=2.0)
+    assert windowed["window_s"] == 2.0 and windowed["output_tokens_per_s"] == pytest.approx(16 / 2)
+    assert windowed["requests_per_s"] == pytest.approx(1 / 2)  # the first finished at 102.0
     assert s["ttft_s"]["p50"] == 1.0 and s["latency_s"]["max"] == 3.0
     assert "HTTP 500: boom" in to_markdown({**s, "run": {"users": 2, "url": "http://x"}})
 

@@ -6,18 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-
-def token_times(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(seconds since the test began, tokens) per content chunk; a request's tokens spread over its chunks."""
-    ok = [r for r in records if r.get("ok") and r.get("chunks")]
-    if not ok:
-        return []
-    t0 = min(r["start"] for r in records)
-    out = []
-    for r in ok:
-        per_chunk = r["output_tokens"] / len(r["chunks"])
-        out += [(r["start"] - t0 + c, per_chunk) for c in r["chunks"]]
-    return out
+from leanserve.loadtest.summary import token_times
 
 
 def binned_rate(points: list[tuple[float, float]], width: float) -> tuple[list[float], list[float]]:

@@ -8,6 +8,7 @@ summary is computed from those lines once Locust has exited.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -89,6 +90,8 @@ def run(cfg: LoadtestConfig, out: Path, api_key: str | None = None, extra: dict[
             Lengths.parse(dist)
         except ValueError as exc:
             raise LoadtestError(str(exc), param="prompt_tokens") from exc
+    if importlib.util.find_spec("locust") is None:
+        raise LoadtestError("Locust is not installed here: pip install 'leanserve[loadtest]'")
     server = probe(cfg.url, api_key)
     out.mkdir(parents=True, exist_ok=True)
     (out / "requests.jsonl").unlink(missing_ok=True)
@@ -110,7 +113,7 @@ def run(cfg: LoadtestConfig, out: Path, api_key: str | None = None, extra: dict[
         "run": {"url": cfg.url, "started": started, **{k: v for k, v in asdict(cfg).items() if k != "url"},
                 **(extra or {})},
         "server": server,
-        **summarize(records, locust_failure_count=locust_failures(out / "locust_stats.csv")),
+        **summarize(records, locust_failure_count=locust_failures(out / "locust_stats.csv"), window_s=cfg.duration_s),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(to_markdown(summary))
