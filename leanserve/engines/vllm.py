@@ -20,6 +20,7 @@ from leanserve.engines.base import (
     Delta,
     Engine,
     EngineConfig,
+    EngineError,
     GenerationRequest,
     MemoryBudget,
     MemoryStats,
@@ -103,10 +104,13 @@ class VllmEngine(Engine):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
             kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
         elif cfg.memory_budget is not None:
-            import torch
+            from leanserve.engines.memory import gpu_total_bytes
 
-            kwargs.update(budget_engine_args(cfg.memory_budget, torch.cuda.mem_get_info()[1]))
-            log.info("vram budget %d bytes: %s", cfg.memory_budget.total_bytes, kwargs)
+            total = gpu_total_bytes()
+            if total is None:
+                raise EngineError("--vram-budget needs the GPU's total memory, and neither NVML nor torch could read it")
+            kwargs.update(budget_engine_args(cfg.memory_budget, total))
+            log.info("VRAM budget %d of %d bytes: %s", cfg.memory_budget.total_bytes, total, kwargs)
         elif cfg.gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         # Engine start (weights, compile, KV cache) takes minutes; off the event loop, /health answers meanwhile.

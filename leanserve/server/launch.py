@@ -85,6 +85,8 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     state = ServerState(settings=settings, spec=spec, served_model=served, base_model=base_name, metrics=metrics,
                         engine_name=choice.name, engine_reason=choice.reason, created=int(time.time()))
     max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype)
+    if budget is not None and choice.name != "vllm":
+        log.warning("the %s engine does not size a KV cache to the VRAM budget; only the context is capped", choice.name)
     config = EngineConfig(model_path=str(path), spec=spec, device=device, dtype=dtype, max_model_len=max_model_len,
                           trust_remote_code=settings.trust_remote_code, memory_budget=budget)
     log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
