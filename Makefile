@@ -14,13 +14,15 @@ PROFILE ?= bf16
 PORT ?= 8000
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
+USERS ?= 4
+DURATION ?= 60s
 
-.PHONY: setup setup-vllm serve serve-vllm test bench clean
+.PHONY: setup setup-vllm serve serve-vllm test bench loadtest clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,compress,dev]'
+	$(VENV)/bin/pip install -q -e '.[transformers,compress,loadtest,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml
@@ -53,6 +55,10 @@ test: setup setup-vllm
 
 bench: setup setup-vllm
 	LEANSERVE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/python benchmarks/serve_overhead.py
+
+# Load-test a server that `make serve` started (in another shell): writes loadtest-results/.
+loadtest: setup
+	$(VENV)/bin/leanserve loadtest --url http://$(HOST):$(PORT) --users $(USERS) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

@@ -1,4 +1,4 @@
-"""The `leanserve` command: serve, compress, eval, report, models, profiles."""
+"""The `leanserve` command: serve, compress, eval, report, fit, loadtest, models, profiles."""
 
 from __future__ import annotations
 
@@ -51,18 +51,21 @@ def serve(
     max_body_bytes: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_BODY_BYTES", help="Larger request bodies get 413.")] = 4 * 1024 * 1024,
     max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the checkpoint (off: safer).")] = False,
+    vram_budget: Annotated[str | None, typer.Option(envvar="LEANSERVE_VRAM_BUDGET", help="GPU memory to stay within, e.g. 8GiB: sizes vLLM's memory share and caps --max-model-len to what fits (see `leanserve fit`); informational on CPU.")] = None,
     log_level: Annotated[str, typer.Option(envvar="LEANSERVE_LOG_LEVEL")] = "info",
     home: HomeOpt = None,
 ) -> None:
     """Serve MODEL under PROFILE over an OpenAI-compatible API (pulls the default model on first use)."""
+    from leanserve.fit import parse_bytes
     from leanserve.server.launch import serve as run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings(home=_home(home), model=model, profile=profile, engine=engine, host=host, port=port,
-                        device=device, dtype=dtype, max_model_len=max_model_len, api_key=api_key,
-                        served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
-                        trust_remote_code=trust_remote_code, log_level=log_level)
     try:
+        budget = parse_bytes(vram_budget) if vram_budget else None
+        settings = Settings(home=_home(home), model=model, profile=profile, engine=engine, host=host, port=port,
+                            device=device, dtype=dtype, max_model_len=max_model_len, api_key=api_key,
+                            served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
+                            trust_remote_code=trust_remote_code, log_level=log_level, vram_budget=budget)
         run(settings, metrics_need_key=not public_metrics)
     except LeanserveError as exc:
         _fail(exc)
@@ -107,6 +110,68 @@ def compress(
     except LeanserveError as exc:
         _fail(exc)
     console.print(f"built {profile}: {path}")
+
+
+@app.command()
+def fit(
+    vram: Annotated[str, typer.Option(help="GPU memory to plan for, e.g. 8GiB, 7.5GiB, 12GB (SI) or 8G (= GiB).")],
+    profile: Annotated[str, typer.Option(help="Compression profile (see `leanserve profiles`).")] = "bf16",
+    model: Annotated[str | None, typer.Option(help="A shipped shape (shape:llama-7b, shape:mistral-7b, shape:qwen2.5-7b, shape:llama-3-8b), a config.json, a local HF directory, or any `serve --model` (default: the default model).")] = None,
+    context: Annotated[int | None, typer.Option(help="Sequence length (prompt + answer) to plan for (default: a table of lengths).")] = None,
+    dtype: Annotated[str, typer.Option(help="Activation and KV-cache dtype on the GPU: bfloat16, float16 or float32.")] = "bfloat16",
+    kv_dtype: Annotated[str | None, typer.Option(help="KV-cache dtype if it differs (fp8 halves it).")] = None,
+    max_batched_tokens: Annotated[int, typer.Option(help="Tokens in one forward pass (vLLM's max_num_batched_tokens): sets the activation peak.")] = 2048,
+    max_seqs: Annotated[int, typer.Option(help="Most sequences in one batch (vLLM's max_num_seqs).")] = 256,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Plan GPU memory: weights, KV cache per token, activations and runtime; print how many sequences of
+    which length fit in VRAM, or why nothing does (exit 1)."""
+    import json
+
+    from leanserve import fit as planner
+    from leanserve.profiles.registry import get_profile
+
+    try:
+        if dtype not in ("bfloat16", "float16", "float32") or (kv_dtype and kv_dtype not in planner.DTYPE_BYTES):
+            raise planner.FitError(f"unknown dtype {kv_dtype or dtype!r}", param="dtype")
+        h = _home(home)
+        p = planner.plan_for(model, get_profile(profile, h), planner.parse_bytes(vram), h, context=context,
+                             dtype=dtype, kv_dtype=kv_dtype, max_batched_tokens=max_batched_tokens, max_seqs=max_seqs)
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(p.to_dict())) if json_out else console.print(planner.render(p), highlight=False, soft_wrap=True)
+    if not p.fits:
+        raise typer.Exit(1)
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Option(help="Server to load.")] = "http://127.0.0.1:8000",
+    users: Annotated[int, typer.Option(help="Concurrent users (each streams one chat completion after another).")] = 4,
+    spawn_rate: Annotated[float, typer.Option(help="Users started per second.")] = 1.0,
+    duration: Annotated[str, typer.Option(help="How long to send requests: 60, 60s, 2m.")] = "60s",
+    out: Annotated[Path, typer.Option(help="Directory for summary.json, summary.md, loadtest.png and Locust's CSV files.")] = Path("loadtest-results"),
+    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Bearer key if the server has one.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name to send (default: the server's).")] = None,
+    prompt_tokens: Annotated[str, typer.Option(help="Prompt length distribution (words, ~1 token each): fixed:N, uniform:LO:HI, normal:MEAN:SD, lognormal:MEDIAN:SIGMA.")] = "uniform:16:128",
+    answer_tokens: Annotated[str, typer.Option(help="Answer length (max_tokens, EOS ignored) distribution, same forms.")] = "uniform:16:128",
+    think_time: Annotated[float, typer.Option(help="Each user waits 0..this many seconds between requests (0: back to back).")] = 0.0,
+    stop_timeout: Annotated[int, typer.Option(help="Seconds requests in flight at the end may take to finish.")] = 60,
+) -> None:
+    """Load-test a running server with Locust (headless): streaming chats from N users for a while, then
+    p50/p90/p99 TTFT, latency and inter-token latency, tokens/s, requests/s and failures."""
+    from leanserve.loadtest.runner import LoadtestConfig, parse_duration, run
+
+    try:
+        cfg = LoadtestConfig(url=url.rstrip("/"), users=users, spawn_rate=spawn_rate, duration_s=parse_duration(duration),
+                             prompt_tokens=prompt_tokens, answer_tokens=answer_tokens, model=model,
+                             think_time_s=think_time, stop_timeout_s=stop_timeout)
+        run(cfg, out, api_key=api_key)
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print((out / "summary.md").read_text(), highlight=False, markup=False)
+    console.print(f"wrote {out}/summary.json, summary.md, loadtest.png")
 
 
 @models_app.command("pull")

@@ -37,3 +37,4 @@ class Settings:
     max_n: int = 8
     trust_remote_code: bool = False
     log_level: str = "info"
+    vram_budget: int | None = None  # bytes of GPU memory to stay within (see leanserve.fit)

@@ -10,7 +10,7 @@ import pytest
 
 from leanserve.evals import multiple_choice as mc
 from leanserve.evals import report
-from leanserve.evals.perplexity import windows, wikitext2_test_text
+from leanserve.evals.perplexity import wikitext2_test_text, windows
 from leanserve.evals.tasks import arc, bbh, gsm8k, mmlu, race
 from leanserve.settings import data_root
 

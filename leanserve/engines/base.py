@@ -66,6 +66,15 @@ class MemoryStats:
 
 
 @dataclass(frozen=True)
+class MemoryBudget:
+    """GPU memory the engine may use in all, and the batch limits the plan (leanserve.fit) assumed."""
+
+    total_bytes: int
+    max_batched_tokens: int  # tokens in one forward pass: bounds the activation peak
+    max_seqs: int  # sequences in one batch: bounds the logits
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """Everything an engine needs to load a profile; built by the server from its settings."""
 
@@ -76,6 +85,7 @@ class EngineConfig:
     max_model_len: int | None = None
     gpu_memory_utilization: float | None = None
     trust_remote_code: bool = False
+    memory_budget: MemoryBudget | None = None  # set by `serve --vram-budget` on GPUs
 
 
 class EngineError(RuntimeError):

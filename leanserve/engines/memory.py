@@ -21,3 +21,24 @@ def gpu_memory() -> tuple[int | None, int | None, int | None]:
     except Exception:  # NVML is optional: no driver library, or a container without it
         used = None
     return allocated, reserved, used
+
+
+def gpu_total_bytes() -> int | None:
+    """Total memory of the first visible GPU, read through NVML so that CUDA is not initialized in this
+    process (vLLM forks its engine core and must be the first to touch CUDA); torch as the fallback."""
+    import os
+
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = int(first) if first.isdigit() else 0
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).total)
+    except Exception:  # NVML is optional: no driver library, a UUID in CUDA_VISIBLE_DEVICES, or a container without it
+        pass
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.cuda.get_device_properties(0).total_memory) if torch.cuda.is_available() else None

@@ -20,7 +20,9 @@ from leanserve.engines.base import (
     Delta,
     Engine,
     EngineConfig,
+    EngineError,
     GenerationRequest,
+    MemoryBudget,
     MemoryStats,
     TokenLogprob,
 )
@@ -33,6 +35,16 @@ log = logging.getLogger(__name__)
 CPU_KV_CACHE_GIB = "1"
 CPU_MEMORY_FRACTION = 0.2
 COMPRESSED_TENSORS_BUILDS = ("gptq", "awq")
+MAX_GPU_FRACTION = 0.95  # never ask vLLM for the whole card: other processes and the driver need some
+
+
+def budget_engine_args(budget: MemoryBudget, gpu_total_bytes: int) -> dict[str, Any]:
+    """vLLM arguments that keep it inside `budget` on a card of `gpu_total_bytes`: vLLM sizes its KV
+    cache as gpu_memory_utilization x total minus what it measured for weights and activations, so the
+    fraction is the budget's share of the card; the batch limits are the ones the plan assumed."""
+    fraction = min(MAX_GPU_FRACTION, budget.total_bytes / gpu_total_bytes)
+    return {"gpu_memory_utilization": round(fraction, 4), "max_num_batched_tokens": budget.max_batched_tokens,
+            "max_num_seqs": budget.max_seqs}
 
 
 def _to_token_logprobs(token_ids: list[int], entries: list[dict[int, Any]] | None, k: int) -> list[TokenLogprob]:
@@ -91,6 +103,14 @@ class VllmEngine(Engine):
         if cfg.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
             kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        elif cfg.memory_budget is not None:
+            from leanserve.engines.memory import gpu_total_bytes
+
+            total = gpu_total_bytes()
+            if total is None:
+                raise EngineError("--vram-budget needs the GPU's total memory, and neither NVML nor torch could read it")
+            kwargs.update(budget_engine_args(cfg.memory_budget, total))
+            log.info("VRAM budget %d of %d bytes: %s", cfg.memory_budget.total_bytes, total, kwargs)
         elif cfg.gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         # Engine start (weights, compile, KV cache) takes minutes; off the event loop, /health answers meanwhile.

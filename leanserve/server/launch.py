@@ -14,10 +14,11 @@ import uvicorn
 
 from leanserve import models
 from leanserve.engines import choose_engine, engine_class
-from leanserve.engines.base import EngineConfig
+from leanserve.engines.base import EngineConfig, MemoryBudget
 from leanserve.errors import ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
+from leanserve.profiles.spec import ProfileSpec
 from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest, write_runtime_manifest
 from leanserve.server.app import build_app
 from leanserve.server.metrics import ServerMetrics
@@ -44,6 +45,33 @@ def weights_dir(settings: Settings) -> tuple[Path, str]:
     return path, base_name
 
 
+def apply_vram_budget(settings: Settings, spec: ProfileSpec, path: Path, device: str,
+                      dtype: str) -> tuple[int | None, MemoryBudget | None]:
+    """(max_model_len, budget for the engine) under `--vram-budget`: on a GPU the context is capped to the
+    longest sequence whose KV cache fits, and nothing fitting stops the start with the planner's reason;
+    on a CPU the plan is only logged (host memory is not what the budget is about)."""
+    if settings.vram_budget is None:
+        return settings.max_model_len, None
+    from leanserve import fit
+
+    shape = fit.ModelShape.from_config(fit.read_config(path / "config.json"), settings.model or models.DEFAULT_MODEL)
+    weights = fit.artifact_weights(path) if spec.needs_artifact else None
+    plan = fit.plan(shape, spec, settings.vram_budget, weights=weights, context=settings.max_model_len,
+                    dtype="float32" if dtype == "float32" else "bfloat16")
+    if device != "cuda":
+        log.info("--vram-budget is informational on %s (nothing capped); on a GPU it would plan:\n%s",
+                 device, fit.render(plan))
+        return settings.max_model_len, None
+    if not plan.fits:
+        raise ProfileError(f"--vram-budget {fit.format_bytes(settings.vram_budget)}: nothing fits: {plan.reason()}",
+                           param="vram_budget")
+    max_len = min(settings.max_model_len or plan.max_len, plan.max_len)
+    if settings.max_model_len and settings.max_model_len > max_len:
+        log.warning("--max-model-len %d does not fit the VRAM budget; capped to %d", settings.max_model_len, max_len)
+    log.info("VRAM plan (max_model_len %d):\n%s", max_len, fit.render(plan))
+    return max_len, MemoryBudget(settings.vram_budget, plan.max_batched_tokens, plan.max_seqs)
+
+
 def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     spec = get_profile(settings.profile, settings.home)
     path, base_name = weights_dir(settings)
@@ -56,8 +84,11 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
                            artifact_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")) or dir_size(path))
     state = ServerState(settings=settings, spec=spec, served_model=served, base_model=base_name, metrics=metrics,
                         engine_name=choice.name, engine_reason=choice.reason, created=int(time.time()))
-    config = EngineConfig(model_path=str(path), spec=spec, device=device, dtype=dtype,
-                          max_model_len=settings.max_model_len, trust_remote_code=settings.trust_remote_code)
+    max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype)
+    if budget is not None and choice.name != "vllm":
+        log.warning("the %s engine does not size a KV cache to the VRAM budget; only the context is capped", choice.name)
+    config = EngineConfig(model_path=str(path), spec=spec, device=device, dtype=dtype, max_model_len=max_model_len,
+                          trust_remote_code=settings.trust_remote_code, memory_budget=budget)
     log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
              path, served, spec.name, device, dtype, choice.name, choice.reason)
     return state, config

@@ -1,0 +1,330 @@
+"""Will it fit? GPU memory for weights, KV cache, activations and runtime, from a model's shape.
+
+Pure arithmetic on a config.json and a profile, so a self-hoster can plan a 7B on an 8 GB card
+without downloading it (`shape:llama-7b`), and `serve --vram-budget` can cap the engine the same way.
+
+The budget splits as: budget = weights + runtime overhead + activation peak + KV cache. Everything
+left after the first three is KV cache, and the KV cache decides how many sequences of which length
+run at once. The overhead and activation figures are estimates (stated below); weights and
+KV bytes per token are exact for Llama-family shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from leanserve.errors import LeanserveError
+from leanserve.profiles.spec import ProfileSpec
+
+GiB = 1 << 30
+MiB = 1 << 20
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1}
+
+# CUDA context with cuBLAS/cuDNN handles (~0.5 GiB on recent drivers), vLLM's CUDA graphs (~0.25 GiB at
+# 256 batch sizes) and allocator slack (~0.25 GiB): one GiB, before any weight or KV byte.
+RUNTIME_OVERHEAD_BYTES = 1 * GiB
+# vLLM's KV cache is paged in blocks of this many tokens: a sequence occupies whole blocks.
+KV_BLOCK_TOKENS = 16
+# Tokens in one forward pass (vLLM's max_num_batched_tokens on GPUs under 70 GB); the activation
+# peak grows with it. The engine is told the same number when a budget applies.
+DEFAULT_MAX_BATCHED_TOKENS = 2048
+DEFAULT_MAX_SEQS = 256  # vLLM's max_num_seqs on GPUs under 70 GB: the most sequences in one batch
+# Activation peak per batched token = ACTIVATION_FACTOR x (residual + normed input + q/k/v + o input +
+# gate/up outputs) x dtype bytes; the factor covers temporaries and attention workspaces.
+ACTIVATION_FACTOR = 2
+LOGITS_COPIES = 2  # fp32 logits for every sequence in the batch, and the sampler's softmax of them
+
+SHAPE_PREFIX = "shape:"
+
+
+class FitError(LeanserveError):
+    """A model, profile or size the planner cannot read."""
+
+
+def parse_bytes(text: str) -> int:
+    """'8GiB', '7.5 GiB', '8000MiB', '8GB' (10^9), '8G' (= GiB, as nvidia-smi and docker read it) or bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?)(B?)\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise FitError(f"cannot read {text!r} as a size; write e.g. 8GiB, 7.5GiB, 8000MiB or 8GB", param="vram")
+    number, unit, binary, b = float(m.group(1)), m.group(2).upper(), m.group(3), m.group(4)
+    power = " KMGT".index(unit) if unit else 0
+    base = 1000 if (unit and b and not binary) else 1024  # "GB" is SI; "GiB" and bare "G" are binary
+    return int(number * base**power)
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if abs(n) >= GiB else f"{n / MiB:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a decoder-only transformer that decide its memory (Llama, Mistral, Qwen2 layout)."""
+
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_position: int
+    tied_embeddings: bool
+    qkv_bias: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], name: str) -> ModelShape:
+        try:
+            hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+            return cls(
+                name=name, hidden=hidden, intermediate=int(config["intermediate_size"]),
+                layers=int(config["num_hidden_layers"]), heads=heads,
+                kv_heads=int(config.get("num_key_value_heads") or heads),
+                head_dim=int(config.get("head_dim") or hidden // heads), vocab=int(config["vocab_size"]),
+                max_position=int(config.get("max_position_embeddings") or 4096),
+                tied_embeddings=bool(config.get("tie_word_embeddings", False)),
+                qkv_bias=bool(config.get("attention_bias", config.get("model_type") == "qwen2")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FitError(f"{name}: config.json lacks a decoder shape field ({exc}); the planner reads "
+                           "Llama-style configs (hidden_size, num_hidden_layers, num_attention_heads, ...)",
+                           param="model") from exc
+
+    def layer_linears(self) -> list[tuple[int, int]]:
+        """(in_features, out_features) of every quantizable matrix in one block."""
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, i = self.hidden, self.intermediate
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    @property
+    def linear_params(self) -> int:
+        return self.layers * sum(a * b for a, b in self.layer_linears())
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embeddings plus the LM head (once when tied); quantizers keep these in 16 bit."""
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def other_params(self) -> int:
+        """Norms and biases: tiny, kept in 16 bit."""
+        bias = (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias else 0
+        return self.layers * (2 * self.hidden + bias) + self.hidden
+
+    @property
+    def params(self) -> int:
+        return self.linear_params + self.embedding_params + self.other_params
+
+
+def kv_bytes_per_token(shape: ModelShape, dtype_bytes: int = 2) -> int:
+    """Keys and values of one token in every layer: layers x 2 x KV heads x head dim x dtype bytes."""
+    return shape.layers * 2 * shape.kv_heads * shape.head_dim * dtype_bytes
+
+
+def _kept_layers(layers: int, keep_every: int) -> int:
+    """The distilled student keeps every keep_every-th block and the last (compressors/distill.py)."""
+    return len(set(range(0, layers, keep_every)) | {layers - 1})
+
+
+def profile_shape(shape: ModelShape, spec: ProfileSpec) -> ModelShape:
+    """The shape a structural profile produces, for planning before it is built."""
+    if spec.build == "structured-prune":
+        keep = float(spec.params.get("mlp_keep", 0.75))
+        return replace(shape, intermediate=max(32, round(shape.intermediate * keep / 32) * 32))
+    if spec.build == "distill":
+        return replace(shape, layers=_kept_layers(shape.layers, int(spec.params.get("keep_every", 2))))
+    return shape
+
+
+def weight_bytes(shape: ModelShape, spec: ProfileSpec, dtype_bytes: int = 2) -> int:
+    """Bytes of weights as the GPU engine holds them, estimated from the shape and the profile's bits.
+
+    Quantized matrices: bits/8 per weight plus a 16-bit scale per group (and a packed zero point per
+    group for asymmetric schemes); bitsandbytes NF4: 4 bits plus an absmax per 64 weights (8-bit with
+    double quantization); LLM.int8(): a byte plus an fp32 scale per output row. Embeddings, the LM
+    head, norms and biases stay in 16 bit, as every quantizer here leaves them.
+    """
+    from leanserve.compressors.llmc import group_size_for
+
+    shape = profile_shape(shape, spec)
+    sixteen = (shape.embedding_params + shape.other_params) * dtype_bytes
+    linears = shape.layer_linears()
+    if spec.bits >= 16:
+        return sixteen + shape.linear_params * dtype_bytes
+    if spec.load_quant == "int8" or (spec.bits == 8 and spec.build not in ("gptq", "awq")):
+        per_layer = sum(a * b + 4 * b for a, b in linears)
+    elif spec.load_quant == "nf4":
+        absmax = 1 + 4 / 256 if spec.params.get("double_quant", True) else 4  # bytes per 64-weight block
+        per_layer = sum(math.ceil(a * b / 2) + math.ceil(a * b / 64) * absmax for a, b in linears)
+    else:  # group-wise GPTQ / AWQ (compressed-tensors pack-quantized)
+        group = group_size_for([a for a, _ in linears], int(spec.params.get("group_size", 128)))
+        asym = "ASYM" in str(spec.params.get("scheme", "")).upper()
+        per_group = 2 + (spec.bits / 8 if asym else 0)
+        per_layer = sum(a * b * spec.bits / 8 + b * math.ceil(a / group) * per_group for a, b in linears)
+    return int(sixteen + shape.layers * per_layer)
+
+
+def activation_bytes(shape: ModelShape, max_batched_tokens: int, max_seqs: int, dtype_bytes: int = 2) -> int:
+    """Peak memory of one forward pass over max_batched_tokens tokens, plus fp32 logits for max_seqs rows."""
+    q_kv = (shape.heads + 2 * shape.kv_heads) * shape.head_dim
+    per_token = 2 * shape.hidden + q_kv + shape.heads * shape.head_dim + 2 * shape.intermediate
+    return ACTIVATION_FACTOR * max_batched_tokens * per_token * dtype_bytes + LOGITS_COPIES * max_seqs * shape.vocab * 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What fits in a budget: the split, and how many sequences of each length run at once."""
+
+    model: str
+    profile: str
+    budget: int
+    weights: int
+    weights_source: str  # "artifact" (bytes on disk) or "estimate" (shape x bits)
+    runtime_overhead: int
+    activations: int
+    kv_per_token: int
+    kv_budget: int  # bytes left for the KV cache (negative: over budget by that much)
+    model_max_len: int
+    max_len: int  # the longest single sequence that fits (0: none), capped at the model's context
+    concurrency: list[tuple[int, int]] = field(default_factory=list)  # (sequence length, sequences at once)
+    max_seqs: int = DEFAULT_MAX_SEQS
+    max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS
+
+    @property
+    def fits(self) -> bool:
+        return self.max_len > 0
+
+    def reason(self) -> str:
+        """Why nothing fits (empty when something does)."""
+        if self.fits:
+            return ""
+        fixed = self.weights + self.runtime_overhead + self.activations
+        if self.kv_budget < 0:
+            return (f"weights {format_bytes(self.weights)} + runtime {format_bytes(self.runtime_overhead)} + "
+                    f"activations {format_bytes(self.activations)} = {format_bytes(fixed)} exceed the "
+                    f"{format_bytes(self.budget)} budget by {format_bytes(-self.kv_budget)}, before any KV cache; "
+                    "try a 4-bit profile (gptq-4, awq-4, nf4), a smaller model, or a lower --max-batched-tokens")
+        return (f"{format_bytes(self.kv_budget)} left for the KV cache holds fewer than {KV_BLOCK_TOKENS} tokens "
+                f"at {self.kv_per_token} bytes per token")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if k != "concurrency"}
+        out["concurrency"] = [{"context": c, "sequences": n} for c, n in self.concurrency]
+        out["fits"], out["reason"] = self.fits, self.reason()
+        return out
+
+
+def sequences_that_fit(kv_budget: int, kv_per_token: int, length: int, max_seqs: int) -> int:
+    """Sequences of `length` tokens (rounded up to whole KV blocks) whose caches fit, at most max_seqs."""
+    if kv_budget <= 0:
+        return 0
+    per_seq = math.ceil(length / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS * kv_per_token
+    return min(max_seqs, kv_budget // per_seq)
+
+
+def context_lengths(model_max: int, context: int | None) -> list[int]:
+    """The lengths to report: the one asked for, else powers of two from 512 up to the model's context."""
+    if context:
+        return [context]
+    lengths = [n for n in (2 ** k for k in range(9, 21)) if n < model_max]
+    return [*lengths[-6:], model_max]
+
+
+def plan(shape: ModelShape, spec: ProfileSpec, budget: int, *, context: int | None = None,
+         weights: int | None = None, dtype: str = "bfloat16", kv_dtype: str | None = None,
+         max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS, max_seqs: int = DEFAULT_MAX_SEQS,
+         runtime_overhead: int = RUNTIME_OVERHEAD_BYTES) -> Plan:
+    """Split `budget` bytes. `weights` (bytes of a built artifact, whose config `shape` then is)
+    replaces the estimate, and the profile's structural change is not applied a second time."""
+    dtype_bytes = DTYPE_BYTES[dtype]
+    served = shape if weights is not None else profile_shape(shape, spec)
+    source = "artifact" if weights is not None else "estimate"
+    w = weights if weights is not None else weight_bytes(shape, spec, dtype_bytes)
+    acts = activation_bytes(served, max_batched_tokens, max_seqs, dtype_bytes)
+    per_token = kv_bytes_per_token(served, DTYPE_BYTES[kv_dtype or dtype])
+    kv_budget = budget - w - runtime_overhead - acts
+    blocks = kv_budget // (per_token * KV_BLOCK_TOKENS) if kv_budget > 0 else 0
+    max_len = min(served.max_position, blocks * KV_BLOCK_TOKENS)
+    rows = [(n, sequences_that_fit(kv_budget, per_token, n, max_seqs))
+            for n in context_lengths(served.max_position, context)]
+    return Plan(model=shape.name, profile=spec.name, budget=budget, weights=w, weights_source=source,
+                runtime_overhead=runtime_overhead, activations=acts, kv_per_token=per_token, kv_budget=kv_budget,
+                model_max_len=served.max_position, max_len=max_len, concurrency=rows, max_seqs=max_seqs,
+                max_batched_tokens=max_batched_tokens)
+
+
+def render(p: Plan) -> str:
+    """The plan as a few lines of text for a terminal or a log."""
+    lines = [
+        f"{p.model} under {p.profile} in {format_bytes(p.budget)}:",
+        f"  weights        {format_bytes(p.weights):>12}  ({p.weights_source})",
+        f"  runtime        {format_bytes(p.runtime_overhead):>12}  (CUDA context, CUDA graphs, allocator slack)",
+        f"  activations    {format_bytes(p.activations):>12}  ({p.max_batched_tokens} batched tokens, {p.max_seqs} sequences' logits)",
+        f"  KV cache       {format_bytes(max(p.kv_budget, 0)):>12}  ({p.kv_per_token} bytes/token)",
+    ]
+    if not p.fits:
+        return "\n".join([*lines, f"nothing fits: {p.reason()}"])
+    lines.append(f"longest single sequence: {p.max_len} tokens (model context {p.model_max_len})")
+    lines.append("  context  sequences at once")
+    for length, n in p.concurrency:
+        capped = "  (max_seqs cap)" if n == p.max_seqs else ""
+        lines.append(f"  {length:>7}  {n:>17}{capped}")
+    return "\n".join(lines)
+
+
+# --- where shapes come from ---------------------------------------------------------------------------
+
+def builtin_shapes() -> list[str]:
+    return sorted(p.name.removesuffix(".json") for p in resources.files("leanserve.shapes").iterdir()
+                  if p.name.endswith(".json"))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FitError(f"cannot read {path}: {exc}", param="model") from exc
+
+
+def load_shape(model: str | None, home: Path) -> tuple[ModelShape, Path | None]:
+    """(shape, model directory or None): 'shape:NAME' (shipped), a config.json, a local HF directory,
+    or any model `serve --model` takes (the default is pulled on first use)."""
+    if model and model.startswith(SHAPE_PREFIX):
+        name = model.removeprefix(SHAPE_PREFIX)
+        if name not in builtin_shapes():
+            raise FitError(f"unknown shape {name!r}; shipped shapes: {', '.join(builtin_shapes())}", param="model")
+        text = resources.files("leanserve.shapes").joinpath(f"{name}.json").read_text()
+        return ModelShape.from_config(json.loads(text), model), None
+    if model and Path(model).expanduser().is_file():
+        path = Path(model).expanduser()
+        return ModelShape.from_config(read_config(path), path.parent.name or str(path)), None
+    from leanserve import models
+
+    directory = models.resolve(model, home)
+    return ModelShape.from_config(read_config(directory / "config.json"), model or models.DEFAULT_MODEL), directory
+
+
+def artifact_weights(directory: Path) -> int | None:
+    """Bytes of a built artifact's weight files (None when there are none)."""
+    return sum(f.stat().st_size for f in directory.glob("*.safetensors")) or None
+
+
+def plan_for(model: str | None, spec: ProfileSpec, budget: int, home: Path, **kwargs: Any) -> Plan:
+    """Plan from whatever `model` names; a built artifact's config and bytes win over the estimate."""
+    from leanserve import models
+    from leanserve.profiles.store import artifact_dir, read_manifest
+
+    shape, directory = load_shape(model, home)
+    weights = None
+    if directory is not None and spec.needs_artifact:
+        built = artifact_dir(home, model or models.DEFAULT_MODEL, spec.name)
+        if read_manifest(built) is not None:
+            shape = ModelShape.from_config(read_config(built / "config.json"), shape.name)
+            weights = artifact_weights(built)
+    return plan(shape, spec, budget, weights=weights, **kwargs)

@@ -1,0 +1,1 @@
+"""Load testing over HTTP: the Locust users (locustfile.py), the headless runner, its summary and plot."""
