@@ -22,7 +22,7 @@ DURATION ?= 60s
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,compress,loadtest,dev]'
+	$(VENV)/bin/pip install -q -e '.[transformers,compress,eval,loadtest,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml

@@ -233,6 +233,8 @@ def eval_(
     data: Annotated[Path | None, typer.Option(envvar="LEANSERVE_DATA", help="Eval data folder (default: ../shared/data).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
     max_gen_tokens: Annotated[int, typer.Option(min=1, help="Generation budget per BBH / GSM8K answer.")] = 256,
+    ppl_window: Annotated[int, typer.Option(min=64, help="WikiText-2 sliding window, in characters (~4 per token).")] = 4096,
+    ppl_stride: Annotated[int, typer.Option(min=64, help="WikiText-2 stride: each window scores its last STRIDE characters; the rest is context.")] = 2048,
     home: HomeOpt = None,
 ) -> None:
     """Evaluate PROFILE (or a running server) through its own HTTP API and write the results JSON."""
@@ -247,7 +249,10 @@ def eval_(
     if (profile is None) == (base_url is None):
         _fail(LeanserveError("give exactly one of --profile (start a server) or --base-url (use a running one)"))
     suites = suite or DEFAULT_SUITES + (["race-h"] if race_file else [])
-    options = SuiteOptions(data.expanduser() if data else data_root(), limit, fraction, seed, race_file, max_gen_tokens)
+    if ppl_stride > ppl_window:
+        _fail(LeanserveError("--ppl-stride cannot exceed --ppl-window"))
+    options = SuiteOptions(data.expanduser() if data else data_root(), limit, fraction, seed, race_file, max_gen_tokens,
+                           ppl_window, ppl_stride)
     try:
         started = runner.local_server(profile, model=model, engine=engine, home=h) if profile else nullcontext(None)
         with started as local:

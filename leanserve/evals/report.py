@@ -44,6 +44,7 @@ class Row:
     compression: float | None = None
     pareto: bool = False
     date: str = ""
+    calibration: str = ""  # "samples x tokens" of the compressor job, for built artifacts
 
     @property
     def size_bytes(self) -> float | None:
@@ -86,7 +87,12 @@ def load_row(path: Path) -> Row:
         scores={s: suites[s]["score"] for s in ACCURACY_SUITES if s in suites},
         counts={s: f"{suites[s]['n']} of {suites[s].get('of', suites[s]['n'])}" for s in suites if "n" in suites[s]},
         eval_time_s=sum(s.get("time_s", 0.0) for s in suites.values()),
-        tokens_per_s=speed.get("tokens_per_s"), ttft_s=speed.get("ttft_s"), date=run.get("date", ""))
+        tokens_per_s=speed.get("tokens_per_s"), ttft_s=speed.get("ttft_s"), date=run.get("date", ""),
+        calibration=_calibration(artifact.get("calibration")))
+
+
+def _calibration(calib: dict | None) -> str:
+    return f"{calib.get('samples')}x{calib.get('seq_len')}" if calib else ""
 
 
 def _dominates(a: Row, b: Row) -> bool:
@@ -113,11 +119,11 @@ def _f(x: float | None, fmt: str) -> str:
 
 def markdown(rows: list[Row]) -> str:
     suites = [s for s in ACCURACY_SUITES if any(s in r.scores for r in rows)]
-    head = ["", "profile", "engine", "disk MB", "weights MB", "peak mem MB", "compression", "WikiText-2 ppl",
+    head = ["", "profile", "engine", "calib", "disk MB", "weights MB", "peak mem MB", "compression", "WikiText-2 ppl",
             *[ACCURACY_SUITES[s] for s in suites], "eval time s", "tok/s (1 stream)", "TTFT s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = ["★" if r.pareto else "", r.profile, r.engine, _f(r.disk_bytes and r.disk_bytes / MB, ".0f"),
+        cells = ["★" if r.pareto else "", r.profile, r.engine, r.calibration or "-", _f(r.disk_bytes and r.disk_bytes / MB, ".0f"),
                  _f(r.weights_bytes and r.weights_bytes / MB, ".0f"),
                  _f(r.peak_memory_bytes and r.peak_memory_bytes / MB, ".0f"),
                  _f(r.compression, ".2f") + ("x" if r.compression else ""), _f(r.ppl, ".2f"),
@@ -132,6 +138,7 @@ def markdown(rows: list[Row]) -> str:
         "disk: the built artifact, or the base checkpoint for profiles quantized at load (nf4, int8). weights: "
         "parameter and buffer bytes as loaded (transformers engine). peak mem: the server's own "
         f"`leanserve_memory_bytes` peak during the eval ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind}))}).",
+        "calib: calibration samples x tokens of the compressor job (WikiText-2 validation text).",
         "compression: the bf16 checkpoint's bytes on disk over the profile's (its loaded weights for nf4/int8).",
         "Scores are accuracies in %; perplexity is token-level on the WikiText-2 test split (sliding windows).",
         "Examples scored: " + "; ".join(f"{s}: {c}" for s, c in counts.items()) + ".",
@@ -144,6 +151,7 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     labels = [f"{r.profile} ({r.engine})" if len({x.engine for x in rows}) > 1 else r.profile for r in rows]
     written = []
@@ -168,11 +176,17 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
         if r.size_bytes and r.ppl:
             a1.scatter(r.size_bytes / MB, r.ppl, s=40, marker="*" if r.pareto else "o")
             a1.annotate(label, (r.size_bytes / MB, r.ppl), textcoords="offset points", xytext=(4, 4))
-    a1.set(xlabel="size (MB)", ylabel="WikiText-2 perplexity (log)", yscale="log", title="Perplexity vs size")
+    a1.set(xlabel="size (MB)", ylabel="WikiText-2 perplexity (log scale)", yscale="log",
+           title="Perplexity vs size (★ Pareto-best)")
+    a1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for suite, name in ACCURACY_SUITES.items():
-        pts = [(r.size_bytes / MB, 100 * r.scores[suite]) for r in rows if suite in r.scores and r.size_bytes]
+        pts = [(r.size_bytes / MB, 100 * r.scores[suite], label) for r, label in zip(rows, labels)
+               if suite in r.scores and r.size_bytes]
         if pts:
-            a2.plot(*zip(*sorted(pts)), marker="o", label=name)
+            a2.scatter([p[0] for p in pts], [p[1] for p in pts], s=40, label=name)
+            for x, y, label in pts:
+                a2.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     a2.set(xlabel="size (MB)", ylabel="accuracy (%)", title="Accuracy vs size")
     a2.legend()
     for a in (a1, a2):

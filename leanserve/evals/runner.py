@@ -191,7 +191,8 @@ def run_suites(target: Target, suites: list[str], options: SuiteOptions, *, conc
                     "cpus": os.cpu_count()},
         "leanserve_version": __version__,
         "options": {"limit": options.limit, "fraction": options.fraction, "seed": options.seed,
-                    "max_gen_tokens": options.max_gen_tokens, "concurrency": concurrency},
+                    "max_gen_tokens": options.max_gen_tokens, "concurrency": concurrency,
+                    "ppl_window_chars": options.window_chars, "ppl_stride_chars": options.stride_chars},
         "total_time_s": time.perf_counter() - started,
         "suites": results,
         "server": server,
@@ -208,9 +209,13 @@ def write_results(path: Path, run: dict[str, Any]) -> Path:
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     suites = {**old.get("suites", {}), **run["suites"]}
     merged = {**old, **run, "suites": suites, "total_time_s": sum(s.get("time_s", 0) for s in suites.values())}
+    peaks = [old.get("server", {}).get("peak_memory_bytes", {}), run["server"].get("peak_memory_bytes", {})]
+    merged["server"]["peak_memory_bytes"] = {k: max(p.get(k, 0) for p in peaks) for k in {*peaks[0], *peaks[1]}}
     manifest = read_manifest(path.parent)
     if manifest is not None:
-        merged["artifact"] = {"size_bytes": manifest.size_bytes, "kind": getattr(manifest, "kind", "built")}
+        extra = manifest.model_extra or {}
+        merged["artifact"] = {"size_bytes": manifest.size_bytes, "kind": extra.get("kind", "built"),
+                              "calibration": extra.get("calibration"), "build_time_s": extra.get("wall_time_s")}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(merged, indent=2, default=str), encoding="utf-8")

@@ -16,7 +16,7 @@ from pathlib import Path
 from leanserve.errors import LeanserveError
 from leanserve.evals import multiple_choice
 from leanserve.evals.client import EvalClient
-from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text, windows
+from leanserve.evals.perplexity import STRIDE_CHARS, WINDOW_CHARS, api_perplexity, wikitext2_test_text, windows
 from leanserve.evals.tasks import arc, bbh, gsm8k, mmlu, race
 
 
@@ -32,6 +32,8 @@ class SuiteOptions:
     seed: int = 0
     race_file: Path | None = None
     max_gen_tokens: int = 256
+    window_chars: int = WINDOW_CHARS  # WikiText-2 sliding window and stride, in characters
+    stride_chars: int = STRIDE_CHARS
 
     def data(self, name: str) -> Path:
         if self.data_root is None or not (self.data_root / name).exists():
@@ -42,9 +44,9 @@ class SuiteOptions:
 
 def wikitext2(client: EvalClient, opt: SuiteOptions) -> dict:
     text = wikitext2_test_text(opt.data("wikitext-2"))
-    total = len(windows(text))
+    total = len(windows(text, opt.window_chars, opt.stride_chars))
     n = opt.limit if opt.limit is not None else (max(1, round(total * opt.fraction)) if opt.fraction else None)
-    ppl = api_perplexity(client, text, max_windows=n)
+    ppl = api_perplexity(client, text, window_chars=opt.window_chars, stride_chars=opt.stride_chars, max_windows=n)
     return {"score": ppl.token_ppl, "metric": "token perplexity (lower is better)", "n": ppl.windows,
             "of": total, **ppl.as_dict()}
 

@@ -1,0 +1,70 @@
+"""The committed side-by-side report: every built profile of the default model evaluated through its own
+HTTP API (transformers engine, CPU), then `leanserve report` into benchmarks/results/report-<device>/.
+
+What `leanserve eval --profile P` does, with one server per profile and a per-suite budget that a 2-core
+CPU finishes in about five minutes per profile (the budgets are written into the report's JSON):
+
+    python benchmarks/eval_report.py [--home ~/.cache/leanserve] [--profiles bf16 nf4 ...]
+
+Profiles without an artifact are skipped (build them with `leanserve compress --profile P` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.serve_overhead import device_name  # noqa: E402
+from leanserve import models  # noqa: E402
+from leanserve.evals import report, runner  # noqa: E402
+from leanserve.evals.suites import SuiteOptions  # noqa: E402
+from leanserve.profiles.registry import get_profile  # noqa: E402
+from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
+from leanserve.settings import data_root, default_home  # noqa: E402
+
+PROFILES = ["bf16", "gptq-8", "int8", "gptq-4", "awq-4", "nf4", "int8-gblm", "pruned", "distilled"]
+# suite -> SuiteOptions fields: the CPU budget. MMLU and BBH: one question per subject / task file.
+BUDGET: dict[str, dict] = {
+    "wikitext2": {"limit": 16},
+    "mmlu": {"limit": 1},
+    "bbh": {"limit": 1, "max_gen_tokens": 96},
+    "arc-challenge": {"limit": 20},
+    "speed": {},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, default=default_home())
+    ap.add_argument("--profiles", nargs="+", default=PROFILES)
+    ap.add_argument("--engine", default="transformers")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / f"report-{device_name()}")
+    args = ap.parse_args()
+
+    files = []
+    for profile in args.profiles:
+        spec = get_profile(profile, args.home)
+        if spec.needs_artifact and read_manifest(artifact_dir(args.home, models.DEFAULT_MODEL, profile)) is None:
+            print(f"skip {profile}: not built (leanserve compress --profile {profile})", flush=True)
+            continue
+        print(f"=== {profile}", flush=True)
+        with runner.local_server(profile, model=None, engine=args.engine, home=args.home) as (url, key):
+            target = runner.connect(url, key, None)
+            path = runner.results_path(args.home, models.DEFAULT_MODEL, profile, target.health["engine"])
+            path.unlink(missing_ok=True)  # this run's budget only
+            for suite, options in BUDGET.items():
+                run = runner.run_suites(target, [suite], SuiteOptions(data_root(), **options), concurrency=4)
+                run["options"] = {**run["options"], "budget": BUDGET}
+                runner.write_results(path, run)
+        files.append(path)
+    written = report.write_report(files, args.out)
+    print((args.out / "report.md").read_text())
+    print("wrote", ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()
