@@ -18,7 +18,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name  # noqa: E402
 from leanserve import models  # noqa: E402
 from leanserve.evals import report, runner  # noqa: E402
 from leanserve.evals.suites import SuiteOptions  # noqa: E402
@@ -42,7 +41,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=default_home())
     ap.add_argument("--profiles", nargs="+", default=PROFILES)
     ap.add_argument("--engine", default="transformers")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / f"report-{device_name()}")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     args = ap.parse_args()
 
     files = []

@@ -48,8 +48,11 @@ class Row:
 
     @property
     def size_bytes(self) -> float | None:
-        """The size compared across rows: loaded weights for load-time quantization, else the disk size."""
-        return self.weights_bytes if self.runtime_quantized and self.weights_bytes else self.disk_bytes
+        """The size compared across rows: for profiles quantized at load (nf4, int8) their loaded weights when
+        smaller than the checkpoint (bf16 on a CPU loads as float32: there the checkpoint is the size)."""
+        if self.runtime_quantized and self.weights_bytes and self.disk_bytes:
+            return min(self.weights_bytes, self.disk_bytes)
+        return self.disk_bytes
 
     @property
     def mean_accuracy(self) -> float | None:
