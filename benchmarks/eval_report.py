@@ -7,11 +7,14 @@ CPU finishes in about five minutes per profile (the budgets are written into the
     python benchmarks/eval_report.py [--home ~/.cache/leanserve] [--profiles bf16 nf4 ...]
 
 Profiles without an artifact are skipped (build them with `leanserve compress --profile P` first).
+Each run's results file is copied into the output folder, and the report is drawn from every
+evals-*.json there: profiles can be evaluated one run at a time and the report grows.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,7 +47,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     args = ap.parse_args()
 
-    files = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for profile in args.profiles:
         spec = get_profile(profile, args.home)
         if spec.needs_artifact and read_manifest(artifact_dir(args.home, models.DEFAULT_MODEL, profile)) is None:
@@ -59,8 +62,8 @@ def main() -> None:
                 run = runner.run_suites(target, [suite], SuiteOptions(data_root(), **options), concurrency=4)
                 run["options"] = {**run["options"], "budget": BUDGET}
                 runner.write_results(path, run)
-        files.append(path)
-    written = report.write_report(files, args.out)
+        shutil.copy2(path, args.out / f"evals-{profile}-{target.health['engine']}.json")
+    written = report.write_report(sorted(args.out.glob("evals-*.json")), args.out)
     print((args.out / "report.md").read_text())
     print("wrote", ", ".join(str(p) for p in written))
 

@@ -4,6 +4,7 @@ extraction, scoring, perplexity windows, and the report's arithmetic. No server 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_bbh_fraction_is_seeded_and_per_task(data: Path) -> None:
     a = bbh.load(data, limit=None, fraction=0.02, seed=1)
     assert a == bbh.load(data, limit=None, fraction=0.02, seed=1)
     assert [x.target for x in a] != [x.target for x in bbh.load(data, limit=None, fraction=0.02, seed=2)]
-    assert len(a) == sum(max(1, round(n * 0.02)) for n in [250] * 23 + [187, 146, 178, 250])
+    assert len(a) == sum(max(1, math.ceil(n * 0.02)) for n in [250] * 23 + [187, 146, 178, 250])
 
 
 # --- GSM8K --------------------------------------------------------------------------------------------------------

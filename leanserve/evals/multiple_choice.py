@@ -7,13 +7,12 @@ probabilities). Accuracy is reported per group (MMLU subject, RACE/ARC split) an
 
 from __future__ import annotations
 
-import math
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from leanserve.evals.client import EvalClient
+from leanserve.evals.sampling import pick
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -46,18 +45,7 @@ def predict(client: EvalClient, q: Question) -> tuple[str, dict[str, float]]:
 
 def sample(items: list[Question], *, limit: int | None, fraction: float | None, seed: int) -> list[Question]:
     """Per group, the first `limit` or a seeded random `fraction` (at least one) of its questions."""
-    groups: dict[str, list[Question]] = defaultdict(list)
-    for q in items:
-        groups[q.group].append(q)
-    out: list[Question] = []
-    for name in sorted(groups):
-        qs = groups[name]
-        if fraction is not None:
-            qs = random.Random(f"{seed}:{name}").sample(qs, max(1, math.ceil(len(qs) * fraction)))
-        if limit is not None:
-            qs = qs[:limit]
-        out.extend(qs)
-    return out
+    return pick(items, group=lambda q: q.group, limit=limit, fraction=fraction, seed=seed)
 
 
 def accuracy(questions: Sequence[Question], predictions: Sequence[str]) -> dict:

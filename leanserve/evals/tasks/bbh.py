@@ -9,10 +9,11 @@ Extraction follows lm-evaluation-harness's `bbh_cot_fewshot` filters: take the t
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from leanserve.evals.sampling import pick
 
 ANSWER_RE = re.compile(r"the answer is", re.IGNORECASE)
 OPTION_RE = re.compile(r"\([A-Z]\)")
@@ -34,18 +35,12 @@ def cot_prefix(data_root: Path, task: str) -> str:
 
 def load(data_root: Path, *, limit: int | None, fraction: float | None, seed: int) -> list[Example]:
     """Per task, the first `limit` or a seeded random `fraction` (at least one) of its examples."""
-    out = []
-    for path in sorted((data_root / "bbh" / "bbh").glob("*.json")):
-        task = path.stem
-        examples = json.loads(path.read_text(encoding="utf-8"))["examples"]
-        if fraction is not None:
-            examples = random.Random(f"{seed}:{task}").sample(examples, max(1, round(len(examples) * fraction)))
-        if limit is not None:
-            examples = examples[:limit]
-        prefix = cot_prefix(data_root, task)
-        out += [Example(task, f"{prefix}\n\nQ: {e['input']}\nA: Let's think step by step.", e["target"])
-                for e in examples]
-    return out
+    examples = [(path.stem, e) for path in sorted((data_root / "bbh" / "bbh").glob("*.json"))
+                for e in json.loads(path.read_text(encoding="utf-8"))["examples"]]
+    chosen = pick(examples, group=lambda te: te[0], limit=limit, fraction=fraction, seed=seed)
+    prefixes = {task: cot_prefix(data_root, task) for task in {task for task, _ in chosen}}
+    return [Example(task, f"{prefixes[task]}\n\nQ: {e['input']}\nA: Let's think step by step.", e["target"])
+            for task, e in chosen]
 
 
 def extract_answer(generation: str, target: str) -> str:

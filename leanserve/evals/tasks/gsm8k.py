@@ -7,10 +7,11 @@ reference solutions (calculator annotations removed), and those problems are lef
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from leanserve.evals.sampling import pick
 
 NUMBER_RE = re.compile(r"-?[\d,]*\.?\d+")
 CALC_RE = re.compile(r"<<[^>]*>>")
@@ -39,9 +40,7 @@ def load(data_root: Path, *, limit: int | None, fraction: float | None, seed: in
     prefix = "".join(f"Question: {r['question']}\nAnswer: {_solution(r['answer'])}\n\n" for r in rows[:shots])
     problems = [Problem(i, f"{prefix}Question: {r['question']}\nAnswer:", gold(r["answer"]))
                 for i, r in enumerate(rows) if i >= shots]
-    if fraction is not None:
-        problems = random.Random(f"{seed}:gsm8k").sample(problems, max(1, round(len(problems) * fraction)))
-    return problems[:limit] if limit is not None else problems
+    return pick(problems, group=lambda _: "gsm8k", limit=limit, fraction=fraction, seed=seed)
 
 
 def extract_answer(generation: str) -> str:
