@@ -18,7 +18,8 @@ from leanserve.errors import LeanserveError
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+          504: "timeout_error"}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
@@ -53,7 +54,18 @@ async def _leanserve_error(request: Request, exc: LeanserveError) -> JSONRespons
     return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
 
 
+def _body_parse_message(cause: BaseException | None) -> str:
+    """FastAPI says only "There was an error parsing the body"; say which way it was wrong."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"The request body is not valid UTF-8 (byte {cause.start}); send JSON encoded as UTF-8."
+    if isinstance(cause, RecursionError):
+        return "The request body's JSON is nested too deeply."
+    return f"The request body could not be parsed as JSON ({type(cause).__name__ if cause else 'unknown error'})."
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        return error_response(400, _body_parse_message(exc.__cause__), None, "invalid_json")
     return error_response(exc.status_code, str(exc.detail))
 
 
