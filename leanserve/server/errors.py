@@ -33,7 +33,8 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 def _loc_to_param(loc: tuple) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     # pydantic adds the union member's type name ('str', 'list[...]'); a person wants the field path
-    parts = [p for p in parts if not (p.startswith(("list[", "function-")) or p in ("str", "int", "float", "bool"))]
+    parts = [p for p in parts if not (p.startswith(("list[", "function-", "constrained-")) or
+                                      p in ("str", "int", "float", "bool"))]
     return ".".join(parts) or None
 
 

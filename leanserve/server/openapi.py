@@ -35,6 +35,10 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+# with "stream": true: server-sent events, each `data:` a JSON chunk (or an error object), then [DONE]
+SSE_EVENT: dict[str, Any] = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+
+
 def _error_response(description: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
@@ -56,7 +60,7 @@ def build_schema(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault(str(code), _error_response(ERRORS[code]))
             if path in GENERATION_ROUTES:
                 ok = responses.setdefault("200", {"description": "Successful Response"})
-                ok.setdefault("content", {}).setdefault("text/event-stream", {"schema": {"type": "string"}})
+                ok.setdefault("content", {}).setdefault("text/event-stream", {"schema": SSE_EVENT})
     return schema
 
 

@@ -81,7 +81,7 @@ class _SamplingFields(BaseModel):
     n: StrictInt = Field(default=1, ge=1, le=128)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    stop: StrictStr | list[StrictStr] | None = Field(default=None, validate_default=True)
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=MAX_STOP)] | None = Field(default=None, validate_default=True)
     seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**64 - 1)
     presence_penalty: StrictFloat | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: StrictFloat | None = Field(default=None, ge=-2.0, le=2.0)
@@ -157,19 +157,25 @@ class ChatCompletionRequest(_SamplingFields):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
-TokenIds = list[Annotated[StrictInt, Field(ge=0)]]
+# Non-empty by schema, so /openapi.json says what the server accepts (and generated clients and the
+# fuzz tests send it)
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: StrictStr | list[StrictStr] | TokenIds | list[TokenIds]
+    prompt: NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
     max_tokens: StrictInt = Field(default=16, ge=0)
     logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     echo: StrictBool = False
     suffix: StrictStr | None = None
 
-    @field_validator("prompt")
+    @field_validator("prompt", mode="before")
     @classmethod
     def _check_prompt(cls, v: Any) -> Any:
+        """Before the union: one clear message instead of one per union member."""
+        if v == "":
+            raise ValueError("prompt must not be empty")
         if isinstance(v, list) and len(v) == 0:
             raise ValueError("prompt must not be an empty list")
         if isinstance(v, list) and any(isinstance(p, list) and len(p) == 0 for p in v):
