@@ -55,6 +55,14 @@ async def _leanserve_error(request: Request, exc: LeanserveError) -> JSONRespons
     return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
 
 
+class BodyTooLarge(Exception):
+    """Raised while the body streams in (no content-length, or a false one) once it passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than this server's limit of {limit} bytes.")
+        self.message = str(self)
+
+
 def _body_parse_message(cause: BaseException | None) -> str:
     """FastAPI says only "There was an error parsing the body"; say which way it was wrong."""
     if isinstance(cause, UnicodeDecodeError):
@@ -66,6 +74,8 @@ def _body_parse_message(cause: BaseException | None) -> str:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps what the body reader raised
+            return error_response(413, exc.__cause__.message, None, "request_too_large")
         return error_response(400, _body_parse_message(exc.__cause__), None, "invalid_json")
     return error_response(exc.status_code, str(exc.detail))
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from leanserve.server.admission import Admission
-from leanserve.server.errors import error_body
+from leanserve.server.errors import BodyTooLarge, error_body
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
 
@@ -36,10 +36,6 @@ async def _send_error(send: Send, status: int, type_: str, message: str, code: s
     headers += extra_headers or []
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class GuardMiddleware:
@@ -117,7 +113,7 @@ class GuardMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > self.max_body:
-                        raise _BodyTooLarge
+                        raise BodyTooLarge(self.max_body)
                 return message
 
             try:
@@ -126,7 +122,7 @@ class GuardMiddleware:
                         await self.app(scope, limited_receive, counting_send)
                 else:
                     await self.app(scope, limited_receive, counting_send)
-            except _BodyTooLarge:
+            except BodyTooLarge:  # read outside FastAPI's body parsing (which reports it itself)
                 await self._too_large(counting_send)
             except TimeoutError:
                 # the app was cancelled: its engine streams are closed, so the engine slot is free

@@ -97,6 +97,14 @@ class _SamplingFields(BaseModel):
                              "Unicode text; send UTF-8 text or well-formed surrogate pairs")
         return data
 
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _count_stops(cls, v: Any) -> Any:
+        """Before the union, so the message is this one rather than one per union member."""
+        if isinstance(v, list) and len(v) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences are allowed")
+        return v
+
     @field_validator("stop")
     @classmethod
     def _check_stop(cls, v: str | list[str] | None) -> list[str]:
