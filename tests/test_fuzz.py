@@ -56,8 +56,8 @@ def _tame(case: schemathesis.Case, use_served_model: bool) -> None:
         value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_TOKENS:
             body[key] = MAX_TOKENS
-    if "messages" in body and "max_tokens" not in body and "max_completion_tokens" not in body:
-        body["max_tokens"] = MAX_TOKENS
+    if "messages" in body and body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+        body["max_tokens"] = MAX_TOKENS  # (null is absent too: the default is the rest of the context)
     if not positive:
         return
     if isinstance(body.get("n"), int):

@@ -25,6 +25,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = {"/health"}
 GENERATION_PATHS = {"/v1/chat/completions", "/v1/completions"}
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted in leanserve_requests_total, never sent
 
 
 async def _send_error(send: Send, status: int, type_: str, message: str, code: str,
@@ -128,6 +129,10 @@ class GuardMiddleware:
                 # the app was cancelled: its engine streams are closed, so the engine slot is free
                 self.metrics.count_rejected("timeout")
                 await self._timed_out(counting_send, seen)
+            except asyncio.CancelledError:
+                if not seen["started"]:
+                    seen["status"] = CLIENT_CLOSED  # the client hung up before any answer: not a server error
+                raise
         finally:
             if admitted:
                 self.admission.leave()

@@ -90,6 +90,9 @@ async def _collect(request: Request, events: AsyncIterator[ChoiceEvent], n: int)
         gone.cancel()
         if not work.done():
             work.cancel()  # client left: cancelling the drain closes every engine stream
+            # wait until it has (cancel() only asks): reading its state before raised InvalidStateError,
+            # a 500 for every client that hung up on a non-streamed request (found by the fuzz tests)
+            await asyncio.wait({work})
     if work.cancelled():
         raise asyncio.CancelledError("client disconnected")
     work.result()
