@@ -3,7 +3,8 @@
 Workers send, back to back, a mix of normal chats, streamed completions, streams cancelled after a
 few tokens (the client hangs up) and malformed requests (each must get a 4xx). After `--warmup`
 seconds the server's RSS (its whole process tree) is taken as the baseline; the load then runs for
-`--duration` seconds more, stops, and the RSS once idle is compared to the baseline. Passes when no
+`--duration` seconds more, and RSS over its last 15 s is compared to the baseline (both medians of
+samples under the same load; RSS once idle is recorded too). Passes when no
 response was a 5xx and RSS grew by at most `--max-growth` percent. Not a CI test (12+ minutes).
 
 Allocator: glibc gives each thread its own malloc arena, and a server with a generation thread, a
@@ -133,23 +134,23 @@ async def run_load(server: Server, args: argparse.Namespace) -> dict:
     workers = [asyncio.create_task(load.worker(until)) for _ in range(args.workers)]
     sampler = asyncio.create_task(sample_rss(server.proc.pid, until, args.sample_every, samples, t0))
     await asyncio.gather(*workers, sampler)
-    # idle: wait (bounded) for the running gauge to reach 0, then take the end figure
-    deadline = time.monotonic() + 60
+    # both figures under the same load: the median of the samples in the last WINDOW seconds of the
+    # warm-up, and in the last WINDOW seconds of the run; then RSS once idle, for information
+    window = 3 * args.sample_every
+    end = args.warmup + args.duration
+    warm = [rss for t, rss in samples if args.warmup - window <= t <= args.warmup] or [samples[0][1]]
+    last = [rss for t, rss in samples if t >= end - window] or [samples[-1][1]]
+    rss_warm, rss_end = int(statistics.median(warm)), int(statistics.median(last))
+    deadline = time.monotonic() + 60  # bounded wait for the running gauge to reach 0
     while one(scrape(server), "leanserve_requests_running", profile=args.profile) > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-    end_samples = []
-    for _ in range(3):
-        end_samples.append(tree_rss(server.proc.pid))
-        await asyncio.sleep(args.sample_every)
-    warm = [rss for t, rss in samples if args.warmup - 3 * args.sample_every <= t <= args.warmup]
-    rss_warm = int(statistics.median(warm)) if warm else samples[0][1]
-    rss_end = int(statistics.median(end_samples))
+    rss_idle = tree_rss(server.proc.pid)
     metrics = scrape(server)
     return {
         "counts": dict(load.counts), "statuses": dict(load.statuses),
         "server_errors_5xx": len(load.server_errors), "server_error_samples": load.server_errors[:10],
         "unexpected": load.unexpected[:10], "unexpected_count": len(load.unexpected),
-        "rss_after_warmup_bytes": rss_warm, "rss_end_bytes": rss_end,
+        "rss_after_warmup_bytes": rss_warm, "rss_end_bytes": rss_end, "rss_idle_after_bytes": rss_idle,
         "rss_growth_pct": round(100 * (rss_end - rss_warm) / rss_warm, 2),
         "rss_peak_bytes": max(rss for _, rss in samples),
         "rss_samples": samples,

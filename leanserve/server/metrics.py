@@ -98,10 +98,12 @@ class ServerMetrics:
     def count_rejected(self, reason: str) -> None:
         self.rejected.labels(self.profile, self.model, reason).inc()
 
-    def generation_rate(self) -> float:
-        now = time.monotonic()
+    def _trim_recent(self, now: float) -> None:
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
             self._recent.popleft()
+
+    def generation_rate(self) -> float:
+        self._trim_recent(time.monotonic())
         return sum(n for _, n in self._recent) / RATE_WINDOW_S
 
     async def observe_stream(self, stream: AsyncIterator[Delta], prompt_len: int, started: float) -> AsyncIterator[Delta]:
@@ -128,7 +130,10 @@ class ServerMetrics:
                             self.tpot.labels(*lab).observe(per_token)
                     last = now
                     self.generation_tokens.labels(*lab).inc(n)
-                    self._recent.append((time.monotonic(), n))
+                    # trimmed here too, not only when /metrics is scraped: a server nobody scrapes
+                    # would otherwise keep one entry per token for ever (found by the soak review)
+                    self._trim_recent(stamp := time.monotonic())
+                    self._recent.append((stamp, n))
                 yield delta
             self.e2e.labels(*lab).observe(time.perf_counter() - started)
         finally:
