@@ -45,12 +45,17 @@ def serve(
     device: Annotated[str, typer.Option(envvar="LEANSERVE_DEVICE", help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option(envvar="LEANSERVE_DTYPE", help="auto (bfloat16 on GPUs, float32 on CPUs), float32, bfloat16, float16.")] = "auto",
     max_model_len: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_MODEL_LEN", help="Context window in tokens (default: the model's).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health.")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health (/docs and /openapi.json too).")] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_API_KEYS_FILE", help="File of accepted keys, one per line ('#' lines are comments); adds to --api-key.")] = None,
     public_metrics: Annotated[bool, typer.Option(envvar="LEANSERVE_PUBLIC_METRICS", help="Serve /metrics without the API key.")] = False,
     served_model_name: Annotated[str | None, typer.Option(envvar="LEANSERVE_SERVED_MODEL_NAME", help="The `model` name clients send (default: the model's name).")] = None,
     max_body_bytes: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_BODY_BYTES", help="Larger request bodies get 413.")] = 4 * 1024 * 1024,
     max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the checkpoint (off: safer).")] = False,
+    max_queue: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_QUEUE", min=1, help="Most generation requests in flight (running or waiting); past it 429 with Retry-After (default: no limit).")] = None,
+    request_timeout: Annotated[float | None, typer.Option(envvar="LEANSERVE_REQUEST_TIMEOUT", min=0.001, help="Seconds a generation request may take; past it, it is aborted with 504 (default: no limit).")] = None,
+    shutdown_grace: Annotated[float, typer.Option(envvar="LEANSERVE_SHUTDOWN_GRACE", min=0, help="On SIGTERM, seconds running requests get to finish while new ones get 503.")] = 30.0,
+    trust_remote_code: Annotated[bool, typer.Option(envvar="LEANSERVE_TRUST_REMOTE_CODE", help="Allow model code from the checkpoint (off: safer).")] = False,
+    skip_verify: Annotated[bool, typer.Option(envvar="LEANSERVE_SKIP_VERIFY", help="Do not check an artifact's files against its manifest's sha256 at startup.")] = False,
     vram_budget: Annotated[str | None, typer.Option(envvar="LEANSERVE_VRAM_BUDGET", help="GPU memory to stay within, e.g. 8GiB: sizes vLLM's memory share and caps --max-model-len to what fits (see `leanserve fit`); informational on CPU.")] = None,
     log_level: Annotated[str, typer.Option(envvar="LEANSERVE_LOG_LEVEL")] = "info",
     home: HomeOpt = None,
@@ -58,15 +63,21 @@ def serve(
     """Serve MODEL under PROFILE over an OpenAI-compatible API (pulls the default model on first use)."""
     from leanserve.fit import parse_bytes
     from leanserve.server.launch import serve as run
+    from leanserve.settings import read_api_keys
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         budget = parse_bytes(vram_budget) if vram_budget else None
+        keys = ((api_key,) if api_key else ()) + (read_api_keys(api_keys_file) if api_keys_file else ())
+        if api_keys_file and len(keys) == (1 if api_key else 0):
+            raise LeanserveError(f"--api-keys-file {api_keys_file} has no keys")
         settings = Settings(home=_home(home), model=model, profile=profile, engine=engine, host=host, port=port,
-                            device=device, dtype=dtype, max_model_len=max_model_len, api_key=api_key,
+                            device=device, dtype=dtype, max_model_len=max_model_len, api_keys=keys,
                             served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
-                            trust_remote_code=trust_remote_code, log_level=log_level, vram_budget=budget)
-        run(settings, metrics_need_key=not public_metrics)
+                            trust_remote_code=trust_remote_code, log_level=log_level, vram_budget=budget,
+                            public_metrics=public_metrics, max_queue=max_queue, request_timeout=request_timeout,
+                            shutdown_grace=shutdown_grace, skip_verify=skip_verify)
+        run(settings)
     except LeanserveError as exc:
         _fail(exc)
 

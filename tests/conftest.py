@@ -31,16 +31,16 @@ def model_dir(home: Path) -> Path:
 
 
 class ServerPool:
-    """Starts each (engine, profile) server on first use and stops them all at the end."""
+    """Starts each (engine, profile, extra flags) server on first use and stops them all at the end."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        self.servers: dict[tuple[str, str], Server] = {}
+        self.servers: dict[tuple[str, str, tuple[str, ...]], Server] = {}
 
-    def get(self, engine: str, profile: str = "bf16") -> Server:
-        key = (engine, profile)
+    def get(self, engine: str, profile: str = "bf16", *extra: str) -> Server:
+        key = (engine, profile, extra)
         if key not in self.servers:
-            self.servers[key] = start_server(engine, profile, self.home)
+            self.servers[key] = start_server(engine, profile, self.home, *extra)
         return self.servers[key]
 
     def stop_all(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 
 import httpx
@@ -30,6 +32,25 @@ def test_disconnect_mid_stream_frees_the_request(server: Server) -> None:
         assert _running(server) == 1
     # Connection closed. The server notices, aborts, and the gauge returns to zero; bounded wait on a
     # condition the server must reach (each check is a scrape, not a sleep).
+    deadline = time.monotonic() + 60
+    while _running(server) != 0:
+        assert time.monotonic() < deadline, "the generation kept running after the client left"
+    generated = one(scrape(server), "leanserve_generation_tokens_total", **LAB) - generated_before
+    assert generated < MAX_TOKENS / 2, f"{generated} tokens generated for a client that had left"
+
+
+def test_disconnect_while_waiting_for_a_whole_answer_frees_the_request(server: Server) -> None:
+    """Not streamed: the server watches the connection while it generates, and aborts when it closes."""
+    body = json.dumps({"model": MODEL, "prompt": "Write a very long essay about the sea.", "max_tokens": MAX_TOKENS,
+                       "temperature": 0, "ignore_eos": True}).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {API_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    generated_before = one(scrape(server), "leanserve_generation_tokens_total", **LAB)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(head + body)
+        deadline = time.monotonic() + 120
+        while _running(server) != 1:  # generating (the first token is out)
+            assert time.monotonic() < deadline, "the request never started generating"
     deadline = time.monotonic() + 60
     while _running(server) != 0:
         assert time.monotonic() < deadline, "the generation kept running after the client left"

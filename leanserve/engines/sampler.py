@@ -23,7 +23,7 @@ NO_SLOT = -1
 
 def pick_token(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None) -> int:
     """Choose one token id from raw logits [V]: argmax at temperature 0, else temperature + top-p."""
-    if opts.temperature <= 0.0:
+    if opts.temperature < 1e-5 or opts.top_p < 1e-5:  # greedy; 1e-300 would overflow logits to inf/NaN
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / opts.temperature, dim=-1)  # [V]
     if opts.top_p < 1.0:

@@ -188,6 +188,7 @@ class TransformersEngine(Engine):
         )
         if added is None:
             self._sampler.close(slot_id)
+            self._forget(cb_id)
             raise EngineError("the continuous-batching loop is not accepting requests")
         sent = 0
         finished = False
@@ -209,7 +210,24 @@ class TransformersEngine(Engine):
         finally:
             if not finished:
                 self._manager.cancel_request(cb_id)
+                self._forget(cb_id)
             self._sampler.close(slot_id)
+
+    def _forget(self, cb_id: str) -> None:
+        """Drop a cancelled request's result handler. CB removes a handler only when its request
+        finishes, and a cancelled one never does: without this, every dropped client leaked a handler
+        (and the asyncio queue it feeds). Outputs that arrive after the handler is gone land on CB's
+        shared output queue, which nothing else reads (every request here has a handler): empty it."""
+        import queue
+
+        router = self._manager.output_router
+        with router._lock:
+            router.result_handlers.pop(cb_id, None)
+        while True:
+            try:
+                router.output_queue.get_nowait()
+            except queue.Empty:
+                break
 
     def _score_sync(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
         import torch

@@ -99,7 +99,9 @@ class VllmEngine(Engine):
             "max_model_len": cfg.max_model_len,
         }
         if cfg.spec.load_quant == "nf4":
-            kwargs["quantization"] = "bitsandbytes"
+            kwargs["quantization"] = "bitsandbytes"  # its own loader, which reads safetensors too
+        else:
+            kwargs["load_format"] = "safetensors"  # never unpickle *.bin weights (checked before start, too)
         if cfg.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
             kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION

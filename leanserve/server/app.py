@@ -18,6 +18,7 @@ from leanserve.engines import engine_class
 from leanserve.engines.base import EngineConfig
 from leanserve.server.errors import register_error_handlers
 from leanserve.server.middleware import GuardMiddleware
+from leanserve.server.openapi import install_openapi
 from leanserve.server.routes import router
 from leanserve.server.state import ServerState
 
@@ -47,7 +48,7 @@ async def _load_engine(state: ServerState, config: EngineConfig, on_fatal: Calla
 
 
 def build_app(state: ServerState, config: EngineConfig, on_fatal: Callable[[], None] | None = None,
-              metrics_need_key: bool = True, on_ready: Callable[[ServerState, float], None] | None = None) -> FastAPI:
+              on_ready: Callable[[ServerState, float], None] | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loader = asyncio.create_task(_load_engine(state, config, on_fatal, on_ready))
@@ -65,6 +66,6 @@ def build_app(state: ServerState, config: EngineConfig, on_fatal: Callable[[], N
     app.state.leanserve = state
     app.include_router(router)
     register_error_handlers(app)
-    app.add_middleware(GuardMiddleware, max_body_bytes=state.settings.max_body_bytes,  # type: ignore[arg-type]
-                       api_key=state.settings.api_key, metrics_need_key=metrics_need_key, metrics=state.metrics)
+    app.add_middleware(GuardMiddleware, state=state, admission=state.admission)  # type: ignore[arg-type]
+    install_openapi(app)
     return app

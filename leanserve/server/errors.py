@@ -18,7 +18,8 @@ from leanserve.errors import LeanserveError
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+          504: "timeout_error"}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
@@ -32,7 +33,8 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 def _loc_to_param(loc: tuple) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path")]
     # pydantic adds the union member's type name ('str', 'list[...]'); a person wants the field path
-    parts = [p for p in parts if not (p.startswith(("list[", "function-")) or p in ("str", "int", "float", "bool"))]
+    parts = [p for p in parts if not (p.startswith(("list[", "function-", "constrained-")) or
+                                      p in ("str", "int", "float", "bool"))]
     return ".".join(parts) or None
 
 
@@ -53,7 +55,28 @@ async def _leanserve_error(request: Request, exc: LeanserveError) -> JSONRespons
     return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
 
 
+class BodyTooLarge(Exception):
+    """Raised while the body streams in (no content-length, or a false one) once it passes the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than this server's limit of {limit} bytes.")
+        self.message = str(self)
+
+
+def _body_parse_message(cause: BaseException | None) -> str:
+    """FastAPI says only "There was an error parsing the body"; say which way it was wrong."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"The request body is not valid UTF-8 (byte {cause.start}); send JSON encoded as UTF-8."
+    if isinstance(cause, RecursionError):
+        return "The request body's JSON is nested too deeply."
+    return f"The request body could not be parsed as JSON ({type(cause).__name__ if cause else 'unknown error'})."
+
+
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps what the body reader raised
+            return error_response(413, exc.__cause__.message, None, "request_too_large")
+        return error_response(400, _body_parse_message(exc.__cause__), None, "invalid_json")
     return error_response(exc.status_code, str(exc.detail))
 
 

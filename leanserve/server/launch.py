@@ -6,9 +6,13 @@ here, at once, with a message that says what to do.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import socket
 import time
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -19,7 +23,15 @@ from leanserve.errors import ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
 from leanserve.profiles.spec import ProfileSpec
-from leanserve.profiles.store import artifact_dir, dir_size, model_slug, read_manifest, write_runtime_manifest
+from leanserve.profiles.store import (
+    MANIFEST,
+    artifact_dir,
+    dir_size,
+    model_slug,
+    read_manifest,
+    write_runtime_manifest,
+)
+from leanserve.profiles.verify import check_remote_code, check_weight_format, verify_artifact
 from leanserve.server.app import build_app
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
@@ -30,18 +42,33 @@ log = logging.getLogger(__name__)
 
 def weights_dir(settings: Settings) -> tuple[Path, str]:
     """(directory the engine loads, base model name) for the settings' model and profile."""
+    """Refuses, before anything loads, what is unsafe or not what was built (see profiles/verify.py)."""
     spec = get_profile(settings.profile, settings.home)
     base_name = settings.model or models.DEFAULT_MODEL
     if not spec.needs_artifact:
-        return models.resolve(settings.model, settings.home), base_name
+        path = models.resolve(settings.model, settings.home)
+        check_weight_format(path)
+        check_remote_code(path, settings.trust_remote_code)
+        return path, base_name
     path = artifact_dir(settings.home, base_name, spec.name)
-    if read_manifest(path) is None:
+    try:
+        manifest = read_manifest(path)
+    except ValueError as exc:  # a truncated or hand-edited manifest.json
+        raise ProfileError(f"{path / MANIFEST} is unreadable ({exc}); rebuild the artifact with "
+                           f"leanserve compress --profile {spec.name} --force", param="profile") from exc
+    if manifest is None:  # also a killed job's leftovers: only a complete build has a manifest here
         model_flag = f" --model {settings.model}" if settings.model else ""
         raise ProfileError(
             f"profile {spec.name!r} has no artifact for model {base_name!r} yet (looked in {path}). "
             f"Build it first: leanserve compress --profile {spec.name}{model_flag}",
             param="profile",
         )
+    check_weight_format(path)
+    check_remote_code(path, settings.trust_remote_code)
+    if settings.skip_verify:
+        log.warning("--skip-verify: serving %s without checking its files against the manifest", path)
+    else:
+        verify_artifact(path, manifest)
     return path, base_name
 
 
@@ -108,7 +135,52 @@ def record_runtime_load(state: ServerState, load_time_s: float) -> None:
     })
 
 
-def serve(settings: Settings, metrics_need_key: bool = True) -> None:
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a graceful shutdown that keeps the port open.
+
+    On SIGTERM (or Ctrl-C) uvicorn would close the listening socket at once, so clients and load
+    balancers would see "connection refused" while requests still run. Here the server first drains:
+    /health and every new request answer 503 ("draining") while running requests get up to
+    `--shutdown-grace` seconds to finish; then uvicorn shuts down. A second signal stops waiting.
+    uvicorn re-raises the signal after its shutdown (so the process dies of SIGTERM, exit -15); this
+    subclass does not record it, so a clean drain exits 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServerState, grace: float) -> None:
+        super().__init__(config)
+        self.state, self.grace = state, grace
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is not None or self._loop is None or self.state.status in ("loading", "failed"):
+            self.force_exit = self.should_exit  # a second signal while shutting down: stop waiting at all
+            self.should_exit = True
+            return
+        self._loop.call_soon_threadsafe(self._start_drain, signal.Signals(sig).name)
+
+    def _start_drain(self, signame: str) -> None:
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._drain_then_exit(signame))
+
+    async def _drain_then_exit(self, signame: str) -> None:
+        self.state.status = "draining"
+        admission = self.state.admission
+        log.info("%s: draining, %d request(s) in flight get up to %gs to finish; new requests get 503",
+                 signame, admission.active, self.grace)
+        if await admission.wait_idle(self.grace):
+            log.info("drained; shutting down")
+        else:
+            log.warning("shutdown grace of %gs passed with %d request(s) still running; cancelling them",
+                        self.grace, admission.active)
+        self.should_exit = True
+
+
+def serve(settings: Settings) -> None:
     state, config = prepare(settings)
     server: uvicorn.Server | None = None
 
@@ -116,9 +188,11 @@ def serve(settings: Settings, metrics_need_key: bool = True) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = build_app(state, config, on_fatal=stop, metrics_need_key=metrics_need_key, on_ready=record_runtime_load)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level, timeout_graceful_shutdown=30))
+    app = build_app(state, config, on_fatal=stop, on_ready=record_runtime_load)
+    # after the drain, uvicorn itself only waits for responses that are already complete to flush
+    uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                               timeout_graceful_shutdown=max(1, min(5, int(settings.shutdown_grace))))
+    server = DrainingServer(uv_config, state, settings.shutdown_grace)
     server.run()
     if state.status == "failed":
         raise SystemExit(f"leanserve: could not load the model: {state.error}")

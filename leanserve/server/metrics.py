@@ -21,6 +21,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RATE_WINDOW_S = 10.0
+REJECT_REASONS = ("queue_full", "timeout")
 
 
 class _LiveCollector(Collector):
@@ -74,6 +75,8 @@ class ServerMetrics:
                              labels, registry=r)
         self.waiting = Gauge(f"{PREFIX}_requests_waiting", "Generations submitted that have no token yet",
                              labels, registry=r)
+        self.rejected = Counter(f"{PREFIX}_requests_rejected", "Requests turned away (429 queue_full) or aborted "
+                                "(504 timeout), by reason", [*labels, "reason"], registry=r)
         self.artifact_size = Gauge(f"{PREFIX}_artifact_size_bytes", "Size on disk of the weights being served",
                                    labels, registry=r)
         self.info = Info(f"{PREFIX}_model", "What is being served", registry=r)
@@ -81,6 +84,8 @@ class ServerMetrics:
         for metric in (self.e2e, self.ttft, self.tpot, self.prompt_tokens, self.generation_tokens,
                        self.running, self.waiting, self.artifact_size):
             metric.labels(profile, model)  # export zero-valued series from the start
+        for reason in REJECT_REASONS:
+            self.rejected.labels(profile, model, reason)
 
     def describe_model(self, *, method: str, bits: int, engine: str, base_model: str, artifact_bytes: int) -> None:
         self.info.info({"profile": self.profile, "model": self.model, "method": method, "bits": str(bits),
@@ -90,10 +95,15 @@ class ServerMetrics:
     def count_request(self, route: str, status: int) -> None:
         self.requests.labels(self.profile, self.model, route, str(status)).inc()
 
-    def generation_rate(self) -> float:
-        now = time.monotonic()
+    def count_rejected(self, reason: str) -> None:
+        self.rejected.labels(self.profile, self.model, reason).inc()
+
+    def _trim_recent(self, now: float) -> None:
         while self._recent and now - self._recent[0][0] > RATE_WINDOW_S:
             self._recent.popleft()
+
+    def generation_rate(self) -> float:
+        self._trim_recent(time.monotonic())
         return sum(n for _, n in self._recent) / RATE_WINDOW_S
 
     async def observe_stream(self, stream: AsyncIterator[Delta], prompt_len: int, started: float) -> AsyncIterator[Delta]:
@@ -120,7 +130,10 @@ class ServerMetrics:
                             self.tpot.labels(*lab).observe(per_token)
                     last = now
                     self.generation_tokens.labels(*lab).inc(n)
-                    self._recent.append((time.monotonic(), n))
+                    # trimmed here too, not only when /metrics is scraped: a server nobody scrapes
+                    # would otherwise keep one entry per token for ever (found by the soak review)
+                    self._trim_recent(stamp := time.monotonic())
+                    self._recent.append((stamp, n))
                 yield delta
             self.e2e.labels(*lab).observe(time.perf_counter() - started)
         finally:

@@ -31,7 +31,8 @@ def _state(request: Request) -> ServerState:
 
 def _check_model(state: ServerState, model: str) -> None:
     if model not in (state.served_model, state.spec.name):
-        raise ModelNotFound(f"The model {model!r} does not exist on this server; it serves {state.served_model!r}.")
+        shown = model if len(model) <= 80 else model[:80] + "..."  # never echo a whole (hostile) payload back
+        raise ModelNotFound(f"The model {shown!r} does not exist on this server; it serves {state.served_model!r}.")
 
 
 def _serving(request: Request, model: str) -> tuple[ServerState, Engine]:
@@ -89,6 +90,9 @@ async def _collect(request: Request, events: AsyncIterator[ChoiceEvent], n: int)
         gone.cancel()
         if not work.done():
             work.cancel()  # client left: cancelling the drain closes every engine stream
+            # wait until it has (cancel() only asks): reading its state before raised InvalidStateError,
+            # a 500 for every client that hung up on a non-streamed request (found by the fuzz tests)
+            await asyncio.wait({work})
     if work.cancelled():
         raise asyncio.CancelledError("client disconnected")
     work.result()

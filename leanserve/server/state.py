@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from leanserve.engines.base import Engine
 from leanserve.errors import NotReady
 from leanserve.profiles.spec import ProfileSpec
+from leanserve.server.admission import Admission
 from leanserve.server.metrics import ServerMetrics
 from leanserve.settings import Settings
 
@@ -24,6 +25,10 @@ class ServerState:
     status: str = "loading"  # loading, ready, failed, draining
     error: str | None = None
     created: int = field(default=0)
+    admission: Admission = field(init=False)  # generation requests in flight, bounded by --max-queue
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_queue)
 
     def ready_engine(self) -> Engine:
         if self.engine is None or self.status != "ready":
