@@ -43,6 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--home", type=Path, default=default_home())
     ap.add_argument("--profiles", nargs="+", default=PROFILES)
+    ap.add_argument("--suites", nargs="+", default=list(BUDGET), choices=list(BUDGET),
+                    help="re-run only these (e.g. speed, on a quiet machine); the others' results are kept")
     ap.add_argument("--engine", default="transformers")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     args = ap.parse_args()
@@ -57,12 +59,17 @@ def main() -> None:
         with runner.local_server(profile, model=None, engine=args.engine, home=args.home) as (url, key):
             target = runner.connect(url, key, None)
             path = runner.results_path(args.home, models.DEFAULT_MODEL, profile, target.health["engine"])
-            path.unlink(missing_ok=True)  # this run's budget only
-            for suite, options in BUDGET.items():
+            kept = args.out / f"evals-{profile}-{target.health['engine']}.json"
+            if set(args.suites) == set(BUDGET):
+                path.unlink(missing_ok=True)  # a full run: this budget only
+            elif not path.exists() and kept.exists():
+                shutil.copy2(kept, path)  # a partial run adds to the committed results
+            for suite in args.suites:
+                options = BUDGET[suite]
                 run = runner.run_suites(target, [suite], SuiteOptions(data_root(), **options), concurrency=4)
                 run["options"] = {**run["options"], "budget": BUDGET}
                 runner.write_results(path, run)
-        shutil.copy2(path, args.out / f"evals-{profile}-{target.health['engine']}.json")
+        shutil.copy2(path, kept)
     written = report.write_report(sorted(args.out.glob("evals-*.json")), args.out)
     print((args.out / "report.md").read_text())
     print("wrote", ", ".join(str(p) for p in written))
