@@ -157,11 +157,13 @@ def test_report_table_ratios_and_pareto(tmp_path: Path) -> None:
     files = [_results(tmp_path, "bf16", 270e6, 540e6, 14.0, 0.30),
              _results(tmp_path, "gptq-4", 110e6, 400e6, 20.0, 0.28),   # smaller, worse: Pareto-best
              _results(tmp_path, "bad-4", 120e6, 400e6, 25.0, 0.25),    # bigger AND worse than gptq-4: dominated
-             _results(tmp_path, "nf4", 270e6, 166e6, 16.0, 0.29, kind="runtime")]  # sized by its loaded weights
+             _results(tmp_path, "nf4", 270e6, 166e6, 16.0, 0.29, kind="runtime"),  # sized by its loaded weights
+             _results(tmp_path, "int8-gblm", 270e6, 220e6, 40.0, 0.20)]  # built, quantized at load: the same
     written = report.write_report(files, tmp_path / "out")
     rows = {r["profile"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())}
     assert rows["gptq-4"]["compression"] == pytest.approx(270 / 110)
     assert rows["nf4"]["compression"] == pytest.approx(270 / 166) and rows["nf4"]["size_bytes"] == 166e6
+    assert rows["int8-gblm"]["size_bytes"] == 220e6 and rows["bf16"]["size_bytes"] == 270e6
     assert {p for p, r in rows.items() if r["pareto"]} == {"bf16", "gptq-4", "nf4"}
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| ★ | gptq-4 | transformers | - | 110 | 400 | 1600 | 2.45x | 20.00 | 28.0 |" in md

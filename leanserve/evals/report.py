@@ -33,7 +33,6 @@ class Row:
     weights_bytes: float | None  # weights as loaded, where the engine reports them
     peak_memory_bytes: float | None  # peak process RSS on CPU, peak GPU memory on a GPU
     memory_kind: str
-    runtime_quantized: bool
     ppl: float | None
     word_ppl: float | None
     scores: dict[str, float] = field(default_factory=dict)  # suite -> accuracy
@@ -48,9 +47,10 @@ class Row:
 
     @property
     def size_bytes(self) -> float | None:
-        """The size compared across rows: for profiles quantized at load (nf4, int8) their loaded weights when
-        smaller than the checkpoint (bf16 on a CPU loads as float32: there the checkpoint is the size)."""
-        if self.runtime_quantized and self.weights_bytes and self.disk_bytes:
+        """The size compared across rows: the smaller of the checkpoint on disk and the weights as loaded.
+        Profiles quantized at load (nf4, int8, int8-gblm) are their loaded weights; bf16 on a CPU loads as
+        float32, and transformers decompresses GPTQ/AWQ, so for those the checkpoint is the size."""
+        if self.weights_bytes and self.disk_bytes:
             return min(self.weights_bytes, self.disk_bytes)
         return self.disk_bytes
 
@@ -85,7 +85,7 @@ def load_row(path: Path) -> Row:
         profile=run.get("profile") or run.get("model", path.stem), engine=run.get("engine") or "?",
         disk_bytes=server.get("artifact_size_bytes") or artifact.get("size_bytes") or None,
         weights_bytes=server.get("memory_bytes", {}).get("weights"),
-        peak_memory_bytes=memory, memory_kind=kind, runtime_quantized=artifact.get("kind") == "runtime",
+        peak_memory_bytes=memory, memory_kind=kind,
         ppl=wt.get("token_ppl"), word_ppl=wt.get("word_ppl"),
         scores={s: suites[s]["score"] for s in ACCURACY_SUITES if s in suites},
         counts={s: f"{suites[s]['n']} of {suites[s].get('of', suites[s]['n'])}" for s in suites if "n" in suites[s]},
@@ -142,7 +142,8 @@ def markdown(rows: list[Row]) -> str:
         "parameter and buffer bytes as loaded (transformers engine). peak mem: the server's own "
         f"`leanserve_memory_bytes` peak during the eval ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind}))}).",
         "calib: calibration samples x tokens of the compressor job (WikiText-2 validation text).",
-        "compression: the bf16 checkpoint's bytes on disk over the profile's (its loaded weights for nf4/int8).",
+        "compression: the bf16 checkpoint's bytes on disk over the profile's size: the smaller of its disk and its "
+        "loaded weights (the weights for profiles quantized at load: nf4, int8, int8-gblm).",
         "Scores are accuracies in %; perplexity is token-level on the WikiText-2 test split (sliding windows).",
         "Examples scored: " + "; ".join(f"{s}: {c}" for s, c in counts.items()) + ".",
     ]
@@ -181,7 +182,9 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
             a1.annotate(label, (r.size_bytes / MB, r.ppl), textcoords="offset points", xytext=(4, 4))
     a1.set(xlabel="size (MB)", ylabel="WikiText-2 perplexity (log scale)", yscale="log",
            title="Perplexity vs size (★ Pareto-best)")
-    a1.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    # labelled ticks at 1, 1.5, 2, 3, 5, 7 x 10^k: a range inside one decade still gets numbers
+    a1.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for suite, name in ACCURACY_SUITES.items():
         pts = [(r.size_bytes / MB, 100 * r.scores[suite], label) for r, label in zip(rows, labels)
