@@ -23,18 +23,10 @@ from leanserve.compressors import get_builder
 from leanserve.compressors.base import BuildContext
 from leanserve.errors import ProfileError
 from leanserve.profiles.spec import ProfileSpec
-from leanserve.profiles.store import MANIFEST, artifact_dir, dir_size, read_manifest
+from leanserve.profiles.store import MANIFEST, artifact_dir, dir_size, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
 LIBRARIES = ("leanserve", "torch", "transformers", "llmcompressor", "compressed-tensors", "bitsandbytes", "accelerate")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_hashes(root: Path) -> dict[str, str]:

@@ -6,6 +6,7 @@ rename it into place only when complete, so a killed job never leaves something 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -66,3 +67,12 @@ def status(spec: ProfileSpec, home: Path, model: str) -> Status:
 def dir_size(path: Path) -> int:
     """Bytes on disk of every file below `path` (the figure the report calls 'size on disk')."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def sha256_file(path: Path) -> str:
+    """The hash a manifest records per file (written by compressor jobs, checked at every start)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -9,19 +9,17 @@ Every refusal is a ProfileError (the CLI exits 2 with its message); nothing here
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from pathlib import Path
 
 from leanserve.errors import ProfileError
-from leanserve.profiles.store import MANIFEST, Manifest
+from leanserve.profiles.store import MANIFEST, Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-CHUNK = 1 << 20
 
 
 def check_weight_format(path: Path) -> None:
@@ -54,14 +52,6 @@ def check_remote_code(path: Path, trust_remote_code: bool) -> None:
             "leanserve does not run by default. Read that code, then pass --trust-remote-code if you trust it.",
             param="model",
         )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_artifact(path: Path, manifest: Manifest) -> None:
