@@ -7,14 +7,17 @@ CPU finishes in about five minutes per profile (the budgets are written into the
     python benchmarks/eval_report.py [--home ~/.cache/leanserve] [--profiles bf16 nf4 ...]
 
 Profiles without an artifact are skipped (build them with `leanserve compress --profile P` first).
-Each run's results file is copied into the output folder, and the report is drawn from every
-evals-*.json there: profiles can be evaluated one run at a time and the report grows.
+Each profile's results go to evals-<profile>-<engine>.json in the output folder, and the report is drawn
+from every evals-*.json there: profiles can be evaluated one run at a time and the report grows;
+`--suites speed` re-measures one suite into the results already there. The whole WikiText-2 test split,
+kept apart from the budgeted report:
+
+    python benchmarks/eval_report.py --suites wikitext2 --wikitext2-windows 0 --out benchmarks/results/wikitext2-full-cpu
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,30 +49,29 @@ def main() -> None:
     ap.add_argument("--suites", nargs="+", default=list(BUDGET), choices=list(BUDGET),
                     help="re-run only these (e.g. speed, on a quiet machine); the others' results are kept")
     ap.add_argument("--engine", default="transformers")
+    ap.add_argument("--wikitext2-windows", type=int, default=BUDGET["wikitext2"]["limit"],
+                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~25 min a profile here)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     args = ap.parse_args()
+    budget = {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
 
     args.out.mkdir(parents=True, exist_ok=True)
     for profile in args.profiles:
         spec = get_profile(profile, args.home)
-        if spec.needs_artifact and read_manifest(artifact_dir(args.home, models.DEFAULT_MODEL, profile)) is None:
+        artifact = artifact_dir(args.home, models.DEFAULT_MODEL, profile)
+        if spec.needs_artifact and read_manifest(artifact) is None:
             print(f"skip {profile}: not built (leanserve compress --profile {profile})", flush=True)
             continue
         print(f"=== {profile}", flush=True)
         with runner.local_server(profile, model=None, engine=args.engine, home=args.home) as (url, key):
             target = runner.connect(url, key, None)
-            path = runner.results_path(args.home, models.DEFAULT_MODEL, profile, target.health["engine"])
-            kept = args.out / f"evals-{profile}-{target.health['engine']}.json"
+            path = args.out / f"evals-{profile}-{target.health['engine']}.json"
             if set(args.suites) == set(BUDGET):
-                path.unlink(missing_ok=True)  # a full run: this budget only
-            elif not path.exists() and kept.exists():
-                shutil.copy2(kept, path)  # a partial run adds to the committed results
+                path.unlink(missing_ok=True)  # a full run: this budget only; a partial one adds to what is there
             for suite in args.suites:
-                options = BUDGET[suite]
-                run = runner.run_suites(target, [suite], SuiteOptions(data_root(), **options), concurrency=4)
-                run["options"] = {**run["options"], "budget": BUDGET}
-                runner.write_results(path, run)
-        shutil.copy2(path, kept)
+                run = runner.run_suites(target, [suite], SuiteOptions(data_root(), **budget[suite]), concurrency=4)
+                run["options"] = {**run["options"], "budget": budget}
+                runner.write_results(path, run, artifact=artifact)
     written = report.write_report(sorted(args.out.glob("evals-*.json")), args.out)
     print((args.out / "report.md").read_text())
     print("wrote", ", ".join(str(p) for p in written))

@@ -274,10 +274,12 @@ def eval_(
             result = runner.run_suites(target, suites, options, concurrency=concurrency)
     except LeanserveError as exc:
         _fail(exc)
-    if out is None and result["profile"] and result["engine"]:
-        out = runner.results_path(h, model_slug(model or models.DEFAULT_MODEL) if profile else result["model"],
-                                  result["profile"], result["engine"])
-    path = runner.write_results(out or Path(f"evals-{model_slug(result['model'])}.json"), result)
+    beside_artifact = None
+    if result["profile"] and result["engine"]:
+        beside_artifact = runner.results_path(h, model_slug(model or models.DEFAULT_MODEL) if profile else result["model"],
+                                              result["profile"], result["engine"])
+    path = runner.write_results(out or beside_artifact or Path(f"evals-{model_slug(result['model'])}.json"), result,
+                                artifact=beside_artifact.parent if beside_artifact else None)
     console.print(f"results: {path}")
 
 

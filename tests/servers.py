@@ -7,23 +7,18 @@ that exits first fails the test with its log.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leanserve.evals.runner import free_port
+
 READY_MARK = "leanserve.server.app: ready:"
 LISTEN_MARK = "Uvicorn running on"
 START_TIMEOUT_S = 600
 API_KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def engine_python(engine: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from leanserve.evals import multiple_choice as mc
-from leanserve.evals import report
+from leanserve.evals import report, runner
 from leanserve.evals.perplexity import wikitext2_test_text, windows
 from leanserve.evals.tasks import arc, bbh, gsm8k, mmlu, race
 from leanserve.settings import data_root
@@ -179,3 +179,26 @@ def test_report_refuses_a_file_that_is_not_results(tmp_path: Path) -> None:
         report.write_report([bad], tmp_path / "out")
     with pytest.raises(report.ReportError, match="run `leanserve eval"):
         report.write_report([], tmp_path / "out")
+
+
+def test_results_merge_suites_and_take_artifact_facts_from_the_named_folder(tmp_path: Path) -> None:
+    """A results file kept away from its artifact (benchmarks/eval_report.py's report folders) still gets the
+    artifact's size and calibration, and a later one-suite run keeps the earlier suites and the higher peak."""
+    artifact = tmp_path / "artifacts" / "m" / "gptq-4"
+    artifact.mkdir(parents=True)
+    (artifact / "manifest.json").write_text(json.dumps(
+        {"profile": "gptq-4", "base_model": "m", "size_bytes": 113e6, "wall_time_s": 120.0,
+         "calibration": {"samples": 32, "seq_len": 512}}))
+    out = tmp_path / "report" / "evals-gptq-4-transformers.json"
+
+    def run(suite: str, rss: float) -> dict:
+        return {"profile": "gptq-4", "engine": "transformers", "suites": {suite: {"score": 1.0, "time_s": 10.0}},
+                "server": {"peak_memory_bytes": {"process_rss": rss}}}
+
+    runner.write_results(out, run("wikitext2", 2e9), artifact=artifact)
+    runner.write_results(out, run("speed", 1e9), artifact=artifact)
+    merged = json.loads(out.read_text())
+    assert set(merged["suites"]) == {"wikitext2", "speed"} and merged["total_time_s"] == 20.0
+    assert merged["server"]["peak_memory_bytes"]["process_rss"] == 2e9
+    assert merged["artifact"]["size_bytes"] == 113e6 and merged["artifact"]["calibration"]["samples"] == 32
+    assert not list(out.parent.glob(".*.tmp"))  # written through a temp file, then renamed

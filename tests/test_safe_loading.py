@@ -61,6 +61,12 @@ def test_a_missing_or_added_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match=r"missing sub/tokenizer\.json"):
         weights_dir(_settings(tmp_path))
     (path / "sub" / "tokenizer.json").write_bytes(b"{}")
+    (path / "evals-transformers.json").write_text("{}")  # `leanserve eval` keeps its results here: not an addition
+    assert weights_dir(_settings(tmp_path))[0] == path
+    (path / "sub" / "evals-transformers.json").write_text("{}")  # but only there, under that name
+    with pytest.raises(ProfileError, match=r"does not list: sub/evals-transformers\.json"):
+        weights_dir(_settings(tmp_path))
+    (path / "sub" / "evals-transformers.json").unlink()
     (path / "extra.safetensors").write_bytes(b"x")
     with pytest.raises(ProfileError, match=r"does not list: extra\.safetensors"):
         weights_dir(_settings(tmp_path))

@@ -60,7 +60,7 @@ def train_against_teacher(student: nn.Module, teacher: nn.Module, samples: list[
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     student.eval()
     return losses
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from leanserve.errors import LeanserveError
-from leanserve.profiles.store import model_slug
+from leanserve.profiles.store import RESULTS_GLOB, model_slug
 
 ACCURACY_SUITES = {"mmlu": "MMLU", "bbh": "BBH", "race-h": "RACE-H", "arc-challenge": "ARC-C", "gsm8k": "GSM8K"}
 MB = 1e6
@@ -60,7 +60,7 @@ class Row:
 
 
 def find_results(home: Path, model: str) -> list[Path]:
-    return sorted((home / "artifacts" / model_slug(model)).glob("*/evals-*.json"))
+    return sorted((home / "artifacts" / model_slug(model)).glob(f"*/{RESULTS_GLOB}"))
 
 
 def _peak_memory(server: dict[str, Any]) -> tuple[float | None, str]:

@@ -50,7 +50,8 @@ class Target:
 
 
 # --- the server under test --------------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -60,7 +61,7 @@ def _free_port() -> int:
 def local_server(profile: str, *, model: str | None, engine: str, home: Path,
                  extra_args: list[str] | None = None, python: str | None = None) -> Iterator[tuple[str, str]]:
     """`leanserve serve` for the profile on a free loopback port with a one-off key; yields (url, key)."""
-    port, key = _free_port(), secrets.token_urlsafe(16)
+    port, key = free_port(), secrets.token_urlsafe(16)
     args = [python or sys.executable, "-m", "leanserve.cli", "serve", "--profile", profile, "--engine", engine,
             "--port", str(port), "--home", str(home), *(["--model", model] if model else []), *(extra_args or [])]
     env = {**os.environ, "LEANSERVE_API_KEY": key}
@@ -204,14 +205,16 @@ def results_path(home: Path, model: str, profile: str, engine: str) -> Path:
     return artifact_dir(home, model, profile) / f"evals-{engine}.json"
 
 
-def write_results(path: Path, run: dict[str, Any]) -> Path:
-    """Merge this run's suites into the file (a later `--suite mmlu` keeps the earlier wikitext2), atomically."""
+def write_results(path: Path, run: dict[str, Any], artifact: Path | None = None) -> Path:
+    """Merge this run's suites into the file (a later `--suite mmlu` keeps the earlier wikitext2), atomically.
+    `artifact` is the profile's artifact folder (default: the file's own folder, where `results_path` puts it):
+    its manifest gives the size and calibration the report shows."""
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     suites = {**old.get("suites", {}), **run["suites"]}
     merged = {**old, **run, "suites": suites, "total_time_s": sum(s.get("time_s", 0) for s in suites.values())}
     peaks = [old.get("server", {}).get("peak_memory_bytes", {}), run["server"].get("peak_memory_bytes", {})]
     merged["server"]["peak_memory_bytes"] = {k: max(p.get(k, 0) for p in peaks) for k in {*peaks[0], *peaks[1]}}
-    manifest = read_manifest(path.parent)
+    manifest = read_manifest(artifact or path.parent)
     if manifest is not None:
         extra = manifest.model_extra or {}
         merged["artifact"] = {"size_bytes": manifest.size_bytes, "kind": extra.get("kind", "built"),

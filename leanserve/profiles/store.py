@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from leanserve.profiles.spec import ProfileSpec
 
 MANIFEST = "manifest.json"
+RESULTS_GLOB = "evals-*.json"  # `leanserve eval` results kept beside an artifact (evals-<engine>.json); never loaded
 Status = Literal["runtime", "built", "not built"]
 
 

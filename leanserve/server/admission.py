@@ -40,9 +40,6 @@ class Admission:
         if self.active == 0:
             self.idle.set()
 
-    def retry_after(self) -> int:
-        return RETRY_AFTER_S
-
     async def wait_idle(self, timeout: float) -> bool:
         """True once nothing is in flight, False if `timeout` seconds pass first."""
         if math.isinf(timeout):

@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from leanserve.server.admission import Admission
+from leanserve.server.admission import RETRY_AFTER_S, Admission
 from leanserve.server.errors import BodyTooLarge, error_body
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
@@ -99,7 +99,7 @@ class GuardMiddleware:
             if generation:
                 if not self.admission.try_enter():
                     self.metrics.count_rejected("queue_full")
-                    retry = str(self.admission.retry_after()).encode()
+                    retry = str(RETRY_AFTER_S).encode()
                     await _send_error(counting_send, 429, "rate_limit_error",
                                       f"The server is at its limit of {self.admission.limit} requests in flight "
                                       f"(--max-queue); retry after {retry.decode()} s.", "queue_full",
