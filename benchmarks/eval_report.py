@@ -50,7 +50,7 @@ def main() -> None:
                     help="re-run only these (e.g. speed, on a quiet machine); the others' results are kept")
     ap.add_argument("--engine", default="transformers")
     ap.add_argument("--wikitext2-windows", type=int, default=BUDGET["wikitext2"]["limit"],
-                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~25 min a profile here)")
+                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~40 min a profile on 2 CPU cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     args = ap.parse_args()
     budget = {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
