@@ -73,7 +73,7 @@ async def direct_runs(engine_name: str, model_dir: str, tokens: int, repeats: in
     device = resolve_device("auto")
     spec = get_profile("bf16", default_home())
     cls = engine_class(engine_name)
-    engine = cls(EngineConfig(model_dir, spec, device, cls.default_dtype(spec, device), max_model_len=1024))
+    engine = cls(EngineConfig(model_dir, spec.load, device, cls.default_dtype(spec.load, device), max_model_len=1024))
     await engine.start()
     prompt_ids = engine.tokenizer.encode(PROMPT)
     counter = iter(range(1 << 30))

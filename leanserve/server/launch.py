@@ -104,7 +104,7 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     path, base_name = weights_dir(settings)
     device = resolve_device(settings.device)
     choice = choose_engine(settings.engine, spec, device)
-    dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec, device)
+    dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec.load, device)
     served = settings.served_model_name or model_slug(base_name)
     metrics = ServerMetrics(spec.name, served)
     metrics.describe_model(method=spec.method, bits=spec.bits, engine=choice.name, base_model=base_name,
@@ -114,7 +114,7 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype)
     if budget is not None and choice.name != "vllm":
         log.warning("the %s engine does not size a KV cache to the VRAM budget; only the context is capped", choice.name)
-    config = EngineConfig(model_path=str(path), spec=spec, device=device, dtype=dtype, max_model_len=max_model_len,
+    config = EngineConfig(model_path=str(path), load=spec.load, device=device, dtype=dtype, max_model_len=max_model_len,
                           trust_remote_code=settings.trust_remote_code, memory_budget=budget)
     log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
              path, served, spec.name, device, dtype, choice.name, choice.reason)
