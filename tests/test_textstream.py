@@ -52,3 +52,31 @@ def test_held_suffix() -> None:
     assert _held_suffix("abcd", ["cde"]) == 2
     assert _held_suffix("abc", ["xyz"]) == 0
     assert _held_suffix("abc", ["abc"]) == 0  # a whole stop is found, not held
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting how many ids it is asked to decode."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok, self.decoded = tok, 0
+
+    def decode(self, ids: list[int]) -> str:
+        self.decoded += len(ids)
+        return self.tok.decode(ids)
+
+
+def test_each_token_costs_a_short_decode_not_the_whole_output(tok: Tokenizer) -> None:
+    ids = tok.encode("The quick brown fox jumps over the lazy dog, again and again. " * 20)
+    counting = CountingTokenizer(tok)
+    ts = TextStream(counting, [])  # type: ignore[arg-type]
+    text = "".join(ts.push([t]) for t in ids) + ts.flush()
+    assert text == tok.decode(ids)
+    assert len(ids) > 200 and counting.decoded <= 4 * len(ids)  # re-decoding everything would be ~n^2/2
+
+
+def test_a_character_split_over_tokens_appears_whole_and_once(tok: Tokenizer) -> None:
+    ids = tok.encode("🙂🙂 日本")
+    ts = TextStream(tok, [])
+    pieces = [ts.push([t]) for t in ids]
+    assert "".join(pieces) + ts.flush() == "🙂🙂 日本"
+    assert "" in pieces and all("\ufffd" not in p for p in pieces)  # held while incomplete

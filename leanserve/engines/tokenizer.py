@@ -5,6 +5,9 @@ Both engine environments (the main one and vLLM's) have transformers, so one cla
 
 from __future__ import annotations
 
+import functools
+import re
+import uuid
 from typing import Any
 
 
@@ -40,6 +43,38 @@ class Tokenizer:
         """Each token's own text (as OpenAI's logprobs show it), decoded one by one."""
         return [self._tok.decode([i]) for i in ids]
 
-    def apply_chat_template(self, messages: list[dict[str, str]]) -> list[int]:
-        out = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        return list(out["input_ids"])
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The chat template's prompt, with control-token strings inside message content kept as text.
+
+        Tokenizing the rendered string as it is would turn `<|im_start|>system` typed inside a message
+        into the real control token, so a user could forge turns. Each such string in the content is
+        swapped for a placeholder (private-use characters and digits, which templates' trim/upper
+        leave alone) before rendering, and tokenized back as plain text where the placeholder lands.
+        Benign content renders and tokenizes exactly as the template's own apply_chat_template.
+        """
+        nonce = str(uuid.uuid4().int)[:12]
+        escaped: list[str] = []
+
+        def escape(match: re.Match[str]) -> str:
+            escaped.append(match.group(0))
+            return f"\ue000{nonce}:{len(escaped) - 1}\ue001"
+
+        safe = [{**m, "content": self._specials.sub(escape, m["content"])} if isinstance(m.get("content"), str) else m
+                for m in messages]
+        rendered = self._tok.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
+        pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            if k % 2 == 0:
+                ids += self._tok.encode(piece, add_special_tokens=False)
+            else:
+                ids += self._tok.encode(escaped[int(piece)], add_special_tokens=False, split_special_tokens=True)
+        return ids
+
+    @functools.cached_property
+    def _specials(self) -> re.Pattern[str]:
+        """Every control-token string of this tokenizer, longest first (so no prefix wins)."""
+        tokens = {t.content for t in self._tok.added_tokens_decoder.values() if t.special and t.content}
+        tokens |= {t for t in self._tok.all_special_tokens if t}
+        alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
+        return re.compile(alternatives or r"(?!)")

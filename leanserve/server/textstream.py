@@ -2,6 +2,11 @@
 
 Text that could still become a stop string, or an incomplete UTF-8 character, is held back until
 the next token settles it, so a streamed answer never shows a stop sequence or a broken character.
+
+Each token costs a decode of a few tokens, not of the whole output: like vLLM's incremental
+detokenizer (v1/engine/detokenizer.py), it keeps a prefix offset and a read offset and decodes only
+ids[prefix:], taking what that adds over ids[prefix:read]. Decoding from a little before the new token
+keeps what decoding alone would lose (a SentencePiece word's leading space, a multi-byte character).
 """
 
 from __future__ import annotations
@@ -27,25 +32,40 @@ class TextStream:
         self._tok = tokenizer
         self._stops = stops
         self._ids: list[int] = []
+        self._prefix = 0  # ids[prefix:read] were decoded last time, as context for the next decode
+        self._read = 0  # ids before this are in self._text
+        self._text = ""  # the decoded text of ids[:read], complete characters only
         self._emitted = 0
         self.stopped = False  # a stop string was found; the caller should end the generation
+
+    def _decode_new(self, final: bool = False) -> str:
+        """Text that ids[read:] add; "" while they end inside a character (unless final)."""
+        before = self._tok.decode(self._ids[self._prefix : self._read])
+        after = self._tok.decode(self._ids[self._prefix :])
+        if not final and (len(after) <= len(before) or after.endswith(REPLACEMENT)):
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        return after[len(before) :]
 
     def push(self, token_ids: list[int]) -> str:
         """Add tokens; return the text that is now safe to show."""
         self._ids.extend(token_ids)
-        text = self._tok.decode(self._ids)
+        self._text += self._decode_new()
+        text = self._text
         if self._stops:
             search_from = max(0, self._emitted - max(len(s) for s in self._stops))
             hits = [i for i in (text.find(s, search_from) for s in self._stops) if i >= 0]
             if hits:
                 self.stopped = True
                 return self._emit(text[: min(hits)])
-        settled = text.rstrip(REPLACEMENT)
-        return self._emit(settled[: len(settled) - _held_suffix(settled, self._stops)])
+        return self._emit(text[: len(text) - _held_suffix(text, self._stops)])
 
     def flush(self) -> str:
         """At the end of generation: whatever was held back."""
-        return "" if self.stopped else self._emit(self._tok.decode(self._ids))
+        if self.stopped:
+            return ""
+        self._text += self._decode_new(final=True)
+        return self._emit(self._text)
 
     def _emit(self, upto: str) -> str:
         new = upto[self._emitted :]
