@@ -19,7 +19,14 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SamplingOptions:
     """What to generate. temperature 0 means greedy; logprobs None means none, k >= 0 means the
-    chosen token's logprob plus the k most likely alternatives."""
+    chosen token's logprob plus the k most likely alternatives (always of the raw distribution).
+
+    The controls beyond temperature/top_p follow vLLM's SamplingParams, so the vLLM engine passes them
+    through and the engines that sample in our code (engines/sampler.py) do the same arithmetic:
+    top_k 0 is off; min_p drops tokens below min_p x the top probability; repetition_penalty divides
+    positive (multiplies negative) logits of tokens seen in prompt or output; presence/frequency
+    penalties subtract once / per occurrence in the output; logit_bias adds to raw logits.
+    """
 
     max_tokens: int
     temperature: float = 1.0
@@ -27,6 +34,19 @@ class SamplingOptions:
     seed: int | None = None
     logprobs: int | None = None
     ignore_eos: bool = False
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), ids checked against the vocabulary
+    stop_token_ids: tuple[int, ...] = ()  # generation ends with "stop" after any of these
+
+    @property
+    def adjusts_logits(self) -> bool:
+        """Whether the raw logits change before sampling (bias or a penalty)."""
+        return bool(self.logit_bias) or self.repetition_penalty != 1.0 or bool(self.presence_penalty) \
+            or bool(self.frequency_penalty)
 
 
 @dataclass(frozen=True)

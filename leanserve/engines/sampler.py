@@ -21,11 +21,36 @@ SLOT_KWARG = "leanserve_slot"
 NO_SLOT = -1
 
 
+def adjust_logits(logits: torch.Tensor, opts: SamplingOptions, prompt_ids: list[int], output_ids: list[int]) -> torch.Tensor:
+    """Raw logits [V] after logit_bias and the repetition / presence / frequency penalties (vLLM's
+    arithmetic). Returns `logits` itself when nothing applies, else a new tensor."""
+    if not opts.adjusts_logits:
+        return logits
+    logits = logits.clone()
+    if opts.logit_bias:
+        ids, biases = zip(*opts.logit_bias)
+        logits[list(ids)] += torch.tensor(biases, dtype=logits.dtype)
+    if opts.repetition_penalty != 1.0 and (prompt_ids or output_ids):
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long)
+        values = logits[seen]
+        logits[seen] = torch.where(values > 0, values / opts.repetition_penalty, values * opts.repetition_penalty)
+    if output_ids and (opts.presence_penalty or opts.frequency_penalty):
+        counts = torch.bincount(torch.tensor(output_ids, dtype=torch.long), minlength=logits.numel()).to(logits.dtype)
+        logits -= opts.frequency_penalty * counts + opts.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
 def pick_token(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Generator | None) -> int:
-    """Choose one token id from raw logits [V]: argmax at temperature 0, else temperature + top-p."""
-    if opts.temperature < 1e-5 or opts.top_p < 1e-5:  # greedy; 1e-300 would overflow logits to inf/NaN
+    """Choose one token id from logits [V] (already adjusted): argmax at temperature 0, else temperature,
+    top-k, top-p and min-p, in vLLM's order."""
+    if opts.temperature < 1e-5 or opts.top_p < 1e-5 or opts.top_k == 1:  # greedy; 1e-300 would overflow to NaN
         return int(torch.argmax(logits))
+    if 0 < opts.top_k < logits.numel():
+        kth = torch.topk(logits, opts.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits / opts.temperature, dim=-1)  # [V]
+    if opts.min_p > 0.0:
+        probs = probs.masked_fill(probs < opts.min_p * probs.max(), 0.0)
     if opts.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         # keep the smallest prefix whose mass reaches top_p (always at least one token)
@@ -41,6 +66,8 @@ class Slot:
 
     opts: SamplingOptions
     generator: torch.Generator | None
+    prompt_ids: list[int] = field(default_factory=list)  # for repetition_penalty
+    output_ids: list[int] = field(default_factory=list)  # what this request has generated so far
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
@@ -53,11 +80,11 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
         self._next = 0
         self._lock = threading.Lock()
 
-    def open(self, opts: SamplingOptions) -> tuple[int, Slot]:
+    def open(self, opts: SamplingOptions, prompt_ids: list[int] | None = None) -> tuple[int, Slot]:
         generator = None
         if opts.seed is not None:
             generator = torch.Generator().manual_seed(opts.seed)
-        slot = Slot(opts=opts, generator=generator)
+        slot = Slot(opts=opts, generator=generator, prompt_ids=list(prompt_ids or []))
         with self._lock:
             slot_id = self._next
             self._next += 1
@@ -86,8 +113,10 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
             if slot is None:  # warm-up rows or a request we did not submit: greedy
                 chosen[row] = int(torch.argmax(scores[row]))
                 continue
-            token = pick_token(scores[row], slot.opts, slot.generator)
+            token = pick_token(adjust_logits(scores[row], slot.opts, slot.prompt_ids, slot.output_ids), slot.opts,
+                               slot.generator)
             chosen[row] = token
+            slot.output_ids.append(token)
             if slot.opts.logprobs is not None:
                 top: list[tuple[int, float]] = []
                 if slot.opts.logprobs > 0:

@@ -195,7 +195,7 @@ class TransformersEngine(Engine):
         from leanserve.engines.sampler import SLOT_KWARG
 
         opts = request.sampling
-        slot_id, slot = self._sampler.open(opts)
+        slot_id, slot = self._sampler.open(opts, request.prompt_ids)
         cb_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         self._manager.register_result_handler(cb_id, outputs.put_nowait)

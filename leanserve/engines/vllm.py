@@ -141,6 +141,13 @@ class VllmEngine(Engine):
             seed=opts.seed,
             logprobs=opts.logprobs,
             ignore_eos=opts.ignore_eos,
+            top_k=opts.top_k,
+            min_p=opts.min_p,
+            repetition_penalty=opts.repetition_penalty,
+            presence_penalty=opts.presence_penalty,
+            frequency_penalty=opts.frequency_penalty,
+            logit_bias=dict(opts.logit_bias) or None,
+            stop_token_ids=list(opts.stop_token_ids) or None,
             detokenize=False,  # the server detokenizes, the same way for every engine
             output_kind=RequestOutputKind.DELTA,
         )
