@@ -17,6 +17,13 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class StructuredOutput:
+    """Decode under a grammar: any JSON object (schema None), or JSON matching `schema` (JSON text)."""
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """What to generate. temperature 0 means greedy; logprobs None means none, k >= 0 means the
     chosen token's logprob plus the k most likely alternatives (always of the raw distribution).
@@ -41,6 +48,7 @@ class SamplingOptions:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), ids checked against the vocabulary
     stop_token_ids: tuple[int, ...] = ()  # generation ends with "stop" after any of these
+    structured: StructuredOutput | None = None  # the output must parse (engines/grammar.py)
 
     @property
     def adjusts_logits(self) -> bool:

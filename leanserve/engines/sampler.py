@@ -16,6 +16,7 @@ import torch
 from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingLogitsProcessor
 
 from leanserve.engines.base import SamplingOptions, TokenLogprob
+from leanserve.engines.grammar import Constraint
 
 SLOT_KWARG = "leanserve_slot"
 NO_SLOT = -1
@@ -68,6 +69,18 @@ class Slot:
     generator: torch.Generator | None
     prompt_ids: list[int] = field(default_factory=list)  # for repetition_penalty
     output_ids: list[int] = field(default_factory=list)  # what this request has generated so far
+    constraint: Constraint | None = None  # structured output: the grammar's state
+
+    def choose(self, raw: torch.Tensor) -> int:
+        """The next token from raw logits [V]: bias and penalties, the grammar's mask, then sampling."""
+        logits = adjust_logits(raw, self.opts, self.prompt_ids, self.output_ids)
+        if self.constraint is not None:
+            logits = self.constraint.mask(logits)
+        token = pick_token(logits, self.opts, self.generator)
+        if self.constraint is not None:
+            self.constraint.accept(token)
+        self.output_ids.append(token)
+        return token
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
@@ -80,11 +93,12 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
         self._next = 0
         self._lock = threading.Lock()
 
-    def open(self, opts: SamplingOptions, prompt_ids: list[int] | None = None) -> tuple[int, Slot]:
+    def open(self, opts: SamplingOptions, prompt_ids: list[int] | None = None,
+             constraint: Constraint | None = None) -> tuple[int, Slot]:
         generator = None
         if opts.seed is not None:
             generator = torch.Generator().manual_seed(opts.seed)
-        slot = Slot(opts=opts, generator=generator, prompt_ids=list(prompt_ids or []))
+        slot = Slot(opts=opts, generator=generator, prompt_ids=list(prompt_ids or []), constraint=constraint)
         with self._lock:
             slot_id = self._next
             self._next += 1
@@ -113,10 +127,8 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
             if slot is None:  # warm-up rows or a request we did not submit: greedy
                 chosen[row] = int(torch.argmax(scores[row]))
                 continue
-            token = pick_token(adjust_logits(scores[row], slot.opts, slot.prompt_ids, slot.output_ids), slot.opts,
-                               slot.generator)
+            token = slot.choose(scores[row])
             chosen[row] = token
-            slot.output_ids.append(token)
             if slot.opts.logprobs is not None:
                 top: list[tuple[int, float]] = []
                 if slot.opts.logprobs > 0:

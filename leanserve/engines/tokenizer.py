@@ -22,6 +22,11 @@ class Tokenizer:
         return cls(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
 
     @property
+    def hf(self) -> Any:
+        """The Hugging Face tokenizer itself, for libraries that take one (xgrammar)."""
+        return self._tok
+
+    @property
     def vocab_size(self) -> int:
         return len(self._tok)
 

@@ -89,6 +89,7 @@ class TransformersEngine(Engine):
         self._scorer: Any = None
         self._kv_cache_bytes = 0
         self._score_lock = asyncio.Lock()
+        self._grammar_compiler: Any = None
 
     @classmethod
     def unsupported_reason(cls, load: LoadSpec, device: str) -> str | None:
@@ -195,7 +196,8 @@ class TransformersEngine(Engine):
         from leanserve.engines.sampler import SLOT_KWARG
 
         opts = request.sampling
-        slot_id, slot = self._sampler.open(opts, request.prompt_ids)
+        constraint = self._grammar().constraint(opts.structured) if opts.structured else None
+        slot_id, slot = self._sampler.open(opts, request.prompt_ids, constraint)
         cb_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         self._manager.register_result_handler(cb_id, outputs.put_nowait)
@@ -235,6 +237,14 @@ class TransformersEngine(Engine):
                 self._manager.cancel_request(cb_id)
                 self._forget(cb_id)
             self._sampler.close(slot_id)
+
+    def _grammar(self) -> Any:
+        """The grammar compiler over this model's vocabulary, built on the first structured request."""
+        from leanserve.engines.grammar import GrammarCompiler
+
+        if self._grammar_compiler is None:
+            self._grammar_compiler = GrammarCompiler(self.tokenizer.hf, int(self._model.config.vocab_size))
+        return self._grammar_compiler
 
     def _forget(self, cb_id: str) -> None:
         """Drop a cancelled request's result handler. CB removes a handler only when its request

@@ -131,10 +131,15 @@ class VllmEngine(Engine):
 
     def _sampling_params(self, request: GenerationRequest) -> Any:
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         opts = request.sampling
+        structured = None
+        if opts.structured is not None:  # vLLM's own structured-output backend (xgrammar by default)
+            structured = (StructuredOutputsParams(json=opts.structured.schema, disable_any_whitespace=True)
+                          if opts.structured.schema else StructuredOutputsParams(json_object=True, disable_any_whitespace=True))
         return SamplingParams(
+            structured_outputs=structured,
             max_tokens=opts.max_tokens,
             temperature=opts.temperature,
             top_p=opts.top_p,
