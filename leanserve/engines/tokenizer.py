@@ -48,7 +48,12 @@ class Tokenizer:
         """Each token's own text (as OpenAI's logprobs show it), decoded one by one."""
         return [self._tok.decode([i]) for i in ids]
 
-    def apply_chat_template(self, messages: list[dict[str, Any]]) -> list[int]:
+    @property
+    def template_knows_tools(self) -> bool:
+        """Whether the chat template renders a `tools` list itself (Hermes, Llama 3.1, Qwen templates do)."""
+        return "tools" in (getattr(self._tok, "chat_template", None) or "")
+
+    def apply_chat_template(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The chat template's prompt, with control-token strings inside message content kept as text.
 
         Tokenizing the rendered string as it is would turn `<|im_start|>system` typed inside a message
@@ -66,7 +71,7 @@ class Tokenizer:
 
         safe = [{**m, "content": self._specials.sub(escape, m["content"])} if isinstance(m.get("content"), str) else m
                 for m in messages]
-        rendered = self._tok.apply_chat_template(safe, add_generation_prompt=True, tokenize=False)
+        rendered = self._tok.apply_chat_template(safe, tools=tools or None, add_generation_prompt=True, tokenize=False)
         pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", rendered)
         ids: list[int] = []
         for k, piece in enumerate(pieces):

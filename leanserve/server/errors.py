@@ -45,6 +45,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if first.get("type") == "json_invalid":
         return error_response(400, f"The request body is not valid JSON: {first.get('msg')}", None, "invalid_json")
     msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "extra_forbidden":  # OpenAI's words for a field it does not know
+        msg = "Unrecognized request argument supplied; this server refuses fields it cannot honour"
     message = f"{param}: {msg}" if param else msg
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

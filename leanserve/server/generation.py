@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from leanserve.engines.base import Engine, GenerationRequest, SamplingOptions, TokenLogprob
+from leanserve.engines.base import Delta, Engine, GenerationRequest, SamplingOptions, TokenLogprob
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.textstream import TextStream
 
@@ -40,14 +40,21 @@ async def run_choice(
     text = TextStream(engine.tokenizer, stops)
     request = GenerationRequest(f"{request_id}-{index}", prompt_ids, opts)
     stream = metrics.observe_stream(engine.generate(request), len(prompt_ids), started)
+    stop_ids = set(opts.stop_token_ids)
     try:
         async for delta in stream:
-            piece = text.push(delta.token_ids)
+            ids = delta.token_ids
+            cut = next((k for k, t in enumerate(ids) if t in stop_ids), None) if stop_ids else None
+            if cut is not None:  # a stop token ends the answer, like EOS: counted, not shown
+                delta = Delta(ids[: cut + 1], (delta.logprobs or [])[: cut + 1] or None, "stop")
+                piece = text.push(ids[:cut])
+            else:
+                piece = text.push(ids)
             reason = "stop" if text.stopped else delta.finish_reason
             if reason is not None and not text.stopped:
                 piece += text.flush()
             yield ChoiceEvent(index, piece, delta.token_ids, delta.logprobs or [], reason)
-            if text.stopped:
+            if text.stopped or cut is not None:
                 return  # closing `stream` (in finally) aborts the engine request
     finally:
         await stream.aclose()

@@ -16,9 +16,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from leanserve.engines.base import Engine, TokenLogprob
+from leanserve.engines.grammar import check_schema
 from leanserve.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from leanserve.server import toolcalls
 from leanserve.server.generation import ChoiceEvent, merge, run_choice
-from leanserve.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
+from leanserve.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+    Usage,
+    _SamplingFields,
+)
 from leanserve.server.state import ServerState
 
 log = logging.getLogger("leanserve.requests")
@@ -66,6 +75,23 @@ def _max_tokens(engine: Engine, prompt_len: int, requested: int | None, param: s
 def _check_n(state: ServerState, n: int) -> None:
     if n > state.settings.max_n:
         raise InvalidRequest(f"n must be at most {state.settings.max_n} on this server", param="n")
+
+
+async def _check_sampling(engine: Engine, body: _SamplingFields) -> None:
+    """What needs the model to check: token ids within its vocabulary, a schema its grammar can take."""
+    vocab = engine.tokenizer.vocab_size
+    for param, ids in body.token_ids_used():
+        bad = [t for t in ids if t >= vocab]
+        if bad:
+            raise InvalidRequest(f"token id {bad[0]} is out of the vocabulary (size {vocab})", param=param)
+    structured = body.structured_output()
+    if structured is not None:
+        try:
+            await asyncio.to_thread(check_schema, structured)  # parsing a schema can take a while
+        except InvalidRequest as exc:
+            if body.model_dump().get("tools"):
+                exc.param = "tools"
+            raise
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -168,8 +194,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     _check_n(state, body.n)
     if not engine.tokenizer.has_chat_template:
         raise InvalidRequest("This model has no chat template; use /v1/completions.", param="messages")
-    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
-    prompt_ids = engine.tokenizer.apply_chat_template(messages)
+    await _check_sampling(engine, body)
+    mode, names = body.tool_mode, {t.function.name for t in body.tools or []}
+    offered = body.tool_dicts if mode != "none" else []
+    knows_tools = engine.tokenizer.template_knows_tools
+    messages = toolcalls.template_messages(body.messages, offered, knows_tools)
+    prompt_ids = engine.tokenizer.apply_chat_template(messages, tools=offered if knows_tools else None)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.requested_max_tokens, "messages")
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     streams = [run_choice(engine, state.metrics, rid, i, prompt_ids, body.sampling_options(max_tokens, body.logprobs_k, i),
@@ -182,17 +212,27 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
         async def sse() -> AsyncIterator[str]:
             completion_tokens = 0
+            tools = [toolcalls.ToolStream(mode, names) for _ in range(body.n)]
             for i in range(body.n):
                 yield _sse({**base, "object": "chat.completion.chunk",
                             "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                          "logprobs": None, "finish_reason": None}]})
             async for ev in merge(streams):
                 completion_tokens += len(ev.token_ids)
-                if not ev.text and ev.finish_reason is None and not (body.logprobs and ev.logprobs):
+                text, reason, delta = tools[ev.index].push(ev.text), ev.finish_reason, {}
+                if reason is not None:
+                    held, calls = tools[ev.index].end()
+                    text += held
+                    if calls:
+                        delta["tool_calls"] = [c.to_openai(k) for k, c in enumerate(calls)]
+                        reason = "tool_calls"
+                if text:
+                    delta["content"] = text
+                if not delta and reason is None and not (body.logprobs and ev.logprobs):
                     continue
-                choice = {"index": ev.index, "delta": {"content": ev.text} if ev.text else {},
+                choice = {"index": ev.index, "delta": delta,
                           "logprobs": _chat_logprobs(engine, ev.logprobs) if body.logprobs else None,
-                          "finish_reason": ev.finish_reason}
+                          "finish_reason": reason}
                 yield _sse({**base, "object": "chat.completion.chunk", "choices": [choice]})
             if include_usage:
                 usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
@@ -208,9 +248,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     for i, events in enumerate(per_choice):
         entries = [lp for ev in events for lp in ev.logprobs]
         completion_tokens += sum(len(ev.token_ids) for ev in events)
-        choices.append({"index": i, "message": {"role": "assistant", "content": "".join(ev.text for ev in events)},
+        content, calls = toolcalls.finish(mode, "".join(ev.text for ev in events), names)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if calls:
+            message["tool_calls"] = [c.to_openai() for c in calls]
+        reason = "tool_calls" if calls else (events[-1].finish_reason if events else "length")
+        choices.append({"index": i, "message": message,
                         "logprobs": _chat_logprobs(engine, entries) if body.logprobs else None,
-                        "finish_reason": events[-1].finish_reason if events else "length"})
+                        "finish_reason": reason})
     usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
                   total_tokens=len(prompt_ids) + completion_tokens)
     _log(state, rid, "chat", len(prompt_ids), completion_tokens, started)
@@ -236,6 +281,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     state, engine = _serving(request, body.model)
     prompts = [_prompt_ids(engine, p) for p in body.prompts()]
     _check_n(state, body.n * len(prompts))
+    await _check_sampling(engine, body)
     if body.stream and body.echo and body.logprobs is not None:
         raise InvalidRequest("echo with logprobs is not supported when streaming", param="echo")
     limits = [_max_tokens(engine, len(ids), body.max_tokens, "prompt") for ids in prompts]
@@ -303,3 +349,27 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
                   total_tokens=prompt_tokens + completion_tokens)
     _log(state, rid, "completions", prompt_tokens, completion_tokens, started)
     return {**base, "choices": choices, "usage": usage.model_dump()}
+
+
+# --- tokenizer routes (vLLM's shapes) -----------------------------------------------------------------------------
+@router.post("/tokenize")
+async def tokenize(body: TokenizeRequest, request: Request) -> dict[str, Any]:
+    """Token ids of a prompt or of chat messages (rendered as /v1/chat/completions renders them)."""
+    state, engine = _serving(request, body.model or _state(request).served_model)
+    tok = engine.tokenizer
+    if body.messages is not None:
+        ids = await asyncio.to_thread(tok.apply_chat_template, toolcalls.template_messages(body.messages, [], False))
+    else:
+        ids = await asyncio.to_thread(tok.encode, body.prompt or "")
+    return {"count": len(ids), "max_model_len": engine.max_model_len, "tokens": ids,
+            "token_strs": tok.token_strings(ids) if body.return_token_strs else None}
+
+
+@router.post("/detokenize")
+async def detokenize(body: DetokenizeRequest, request: Request) -> dict[str, Any]:
+    state, engine = _serving(request, body.model or _state(request).served_model)
+    vocab = engine.tokenizer.vocab_size
+    bad = [t for t in body.tokens if t >= vocab]
+    if bad:
+        raise InvalidRequest(f"token id {bad[0]} is out of the vocabulary (size {vocab})", param="tokens")
+    return {"prompt": engine.tokenizer.decode(body.tokens)}

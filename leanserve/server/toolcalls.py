@@ -103,3 +103,83 @@ def may_become_a_call(text: str) -> bool:
     Such text is held back (not streamed as content) until the answer is complete."""
     stripped = text.lstrip()
     return stripped.startswith("{") or "<tool_call>".startswith(stripped[:11]) or "<tool_call>" in text
+
+
+def finish(mode: str, text: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
+    """(content, calls) of a whole answer under `mode` (none | auto | required | named). A forced answer
+    cut short by max_tokens does not parse: it is returned as content, with no calls."""
+    if mode == "auto":
+        return parse_auto(text, names)
+    if mode in ("required", "named"):
+        try:
+            calls = parse_forced(text, names)
+        except json.JSONDecodeError:
+            return text, []
+        return (None, calls) if calls else (text, [])
+    return text, []
+
+
+class ToolStream:
+    """One streamed choice's text under a tool mode: content that can be shown now is passed on; text
+    that is (or may still become) a call is held until the answer ends, then `end` parses it."""
+
+    def __init__(self, mode: str, names: set[str]) -> None:
+        self.mode, self.names = mode, names
+        self._held = ""
+        self._holding = mode in ("auto", "required", "named")
+        self._shown = ""
+
+    def push(self, text: str) -> str:
+        if not self._holding:
+            self._shown += text
+            return text
+        self._held += text
+        if self.mode == "auto" and not may_become_a_call(self._held):
+            self._holding, out, self._held = False, self._held, ""
+            self._shown += out
+            return out
+        return ""
+
+    def end(self) -> tuple[str, list[ToolCall]]:
+        """(content still to show, calls) once the answer is complete."""
+        if not self._held:
+            return "", []
+        content, calls = finish(self.mode, self._held, self.names)
+        return content or "", calls
+
+
+def template_messages(messages: list[Any], tools: list[dict[str, Any]], template_knows_tools: bool) -> list[dict[str, Any]]:
+    """The request's messages as a chat template takes them. A template that knows tools gets tool calls
+    and tool results in the Hugging Face convention; for one that does not, they are written as Hermes
+    text (`<tool_call>` / `<tool_response>`) and the tools are described in the system prompt."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = "system" if m.role == "developer" else m.role
+        text = m.text()
+        if m.tool_calls:
+            calls = [{"name": c.function.name, "arguments": _json_or_text(c.function.arguments)} for c in m.tool_calls]
+            if template_knows_tools:
+                out.append({"role": "assistant", "content": text, "tool_calls": [
+                    {"id": c.id, "type": "function", "function": call} for c, call in zip(m.tool_calls, calls)]})
+            else:
+                blocks = "\n".join(f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>" for call in calls)
+                out.append({"role": "assistant", "content": f"{text}\n{blocks}".strip()})
+        elif role == "tool":
+            out.append({"role": "tool", "content": text, "tool_call_id": m.tool_call_id} if template_knows_tools
+                       else {"role": "user", "content": f"<tool_response>\n{text}\n</tool_response>"})
+        else:
+            out.append({"role": role, "content": text})
+    if tools and not template_knows_tools:
+        prompt = fallback_system_prompt(tools)
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": f"{out[0]['content']}\n\n{prompt}"}
+        else:
+            out.insert(0, {"role": "system", "content": prompt})
+    return out
+
+
+def _json_or_text(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
