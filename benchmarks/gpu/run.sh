@@ -29,7 +29,9 @@ stash() {
   for f in .gpuwheels/part* .gpuwheels/SHA256SUMS; do
     [ -f "$f" ] && cp "$f" "$ACC/" && echo "stashed $f"
   done
-  ls -la "$ACC"
+  if [ -f "$ACC/SHA256SUMS" ]; then  # a machine that went cold between calls has lost the earlier pieces
+    echo "pieces here: $(ls "$ACC"/part* 2>/dev/null | wc -l) of $(wc -l < "$ACC/SHA256SUMS")"
+  fi
 }
 
 install() {
