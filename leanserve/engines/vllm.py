@@ -46,6 +46,34 @@ def budget_engine_args(budget: MemoryBudget, gpu_total_bytes: int) -> dict[str, 
             "max_num_seqs": budget.max_seqs}
 
 
+def engine_kwargs(cfg: EngineConfig) -> dict[str, Any]:
+    """The AsyncEngineArgs leanserve starts vLLM with. benchmarks/gpu starts its "vLLM direct" engine
+    from the same dict, so HTTP and direct figures compare one configuration (and share one compile cache)."""
+    kwargs: dict[str, Any] = {
+        "model": cfg.model_path,
+        "dtype": cfg.dtype,
+        "trust_remote_code": cfg.trust_remote_code,
+        "max_model_len": cfg.max_model_len,
+    }
+    if cfg.load.runtime_quant == "nf4":
+        kwargs["quantization"] = "bitsandbytes"  # its own loader, which reads safetensors too
+    else:
+        kwargs["load_format"] = "safetensors"  # never unpickle *.bin weights (checked before start, too)
+    if cfg.device == "cpu":
+        kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+    elif cfg.memory_budget is not None:
+        from leanserve.engines.memory import gpu_total_bytes
+
+        total = gpu_total_bytes()
+        if total is None:
+            raise EngineError("--vram-budget needs the GPU's total memory, and neither NVML nor torch could read it")
+        kwargs.update(budget_engine_args(cfg.memory_budget, total))
+        log.info("VRAM budget %d of %d bytes: %s", cfg.memory_budget.total_bytes, total, kwargs)
+    elif cfg.gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+    return kwargs
+
+
 def _to_token_logprobs(token_ids: list[int], entries: list[dict[int, Any]] | None, k: int) -> list[TokenLogprob]:
     """vLLM's per-position {token_id: Logprob(rank=...)} dicts into our type (chosen + top-k by rank)."""
     out: list[TokenLogprob] = []
@@ -93,29 +121,9 @@ class VllmEngine(Engine):
         from vllm.v1.engine.async_llm import AsyncLLM
 
         cfg = self.config
-        kwargs: dict[str, Any] = {
-            "model": cfg.model_path,
-            "dtype": cfg.dtype,
-            "trust_remote_code": cfg.trust_remote_code,
-            "max_model_len": cfg.max_model_len,
-        }
-        if cfg.load.runtime_quant == "nf4":
-            kwargs["quantization"] = "bitsandbytes"  # its own loader, which reads safetensors too
-        else:
-            kwargs["load_format"] = "safetensors"  # never unpickle *.bin weights (checked before start, too)
         if cfg.device == "cpu":
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
-            kwargs["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
-        elif cfg.memory_budget is not None:
-            from leanserve.engines.memory import gpu_total_bytes
-
-            total = gpu_total_bytes()
-            if total is None:
-                raise EngineError("--vram-budget needs the GPU's total memory, and neither NVML nor torch could read it")
-            kwargs.update(budget_engine_args(cfg.memory_budget, total))
-            log.info("VRAM budget %d of %d bytes: %s", cfg.memory_budget.total_bytes, total, kwargs)
-        elif cfg.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        kwargs = engine_kwargs(cfg)
         # Engine start (weights, compile, KV cache) takes minutes; off the event loop, /health answers meanwhile.
         self._engine = await asyncio.to_thread(AsyncLLM.from_engine_args, AsyncEngineArgs(**kwargs))
         self._tokenizer = Tokenizer.from_pretrained(cfg.model_path, cfg.trust_remote_code)
