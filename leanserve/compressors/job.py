@@ -80,7 +80,8 @@ def run_job(spec: ProfileSpec, model: str | None, home: Path, calib: str | None 
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.tmp-"))
     started = time.perf_counter()
     try:
-        facts: dict[str, Any] = builder(BuildContext(spec=spec, base_dir=base_dir, out_dir=tmp, calib=calib))
+        facts: dict[str, Any] = builder(BuildContext(spec=spec, base_dir=base_dir, out_dir=tmp, calib=calib,
+                                                       params=spec.build_params))
         manifest = {
             "profile": spec.name,
             "spec": spec.model_dump(),
