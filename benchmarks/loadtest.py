@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import device_name  # noqa: E402
 from leanserve.loadtest.runner import LoadtestConfig, run  # noqa: E402
-from leanserve.settings import default_home  # noqa: E402
+from leanserve.paths import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 
 RESULTS = HERE / "results"

@@ -14,7 +14,8 @@ from leanserve import models
 from leanserve.errors import LeanserveError
 from leanserve.profiles.registry import load_profiles
 from leanserve.profiles.store import status
-from leanserve.settings import Settings, default_home
+from leanserve.paths import default_home
+from leanserve.settings import Settings
 
 app = typer.Typer(help="Serve one model under a named compression profile over an OpenAI-compatible API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -109,14 +110,14 @@ def compress(
 ) -> None:
     """Build PROFILE's artifact from MODEL (atomically: a killed job leaves nothing that loads)."""
     from leanserve.compressors.job import run_job
-    from leanserve.profiles.registry import get_profile
+    from leanserve.profiles.registry import get_profile, with_params
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     h = _home(home)
     try:
         spec = get_profile(profile, h)
         if param:
-            spec = spec.model_copy(update={"params": {**spec.params, **_parse_params(param)}})
+            spec = with_params(spec, _parse_params(param))
         path = run_job(spec, model, h, calib=calib, force=force)
     except LeanserveError as exc:
         _fail(exc)
@@ -239,7 +240,7 @@ def eval_(
     served_model: Annotated[str | None, typer.Option(help="The `model` to send to --base-url (default: the first of its /v1/models).")] = None,
     model: ModelOpt = None,
     engine: Annotated[str, typer.Option(help="Engine of the server started for --profile: auto, vllm or transformers.")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="Results file (default: evals-<engine>.json beside the profile's artifact).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results file (default: <home>/results/<model>/<profile>/evals-<engine>.json).")] = None,
     race_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_RACE_FILE", help="RACE-H JSONL (no offline copy exists here).")] = None,
     data: Annotated[Path | None, typer.Option(envvar="LEANSERVE_DATA", help="Eval data folder (default: ../shared/data).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
@@ -253,8 +254,9 @@ def eval_(
 
     from leanserve.evals import runner
     from leanserve.evals.suites import DEFAULT_SUITES, SuiteOptions
-    from leanserve.profiles.store import model_slug
-    from leanserve.settings import data_root
+    from leanserve.paths import data_root
+    from leanserve.profiles.store import artifact_dir, model_slug
+    from leanserve.results import evals_path
 
     h = _home(home)
     if (profile is None) == (base_url is None):
@@ -274,12 +276,13 @@ def eval_(
             result = runner.run_suites(target, suites, options, concurrency=concurrency)
     except LeanserveError as exc:
         _fail(exc)
-    beside_artifact = None
+    default, artifact = None, None
     if result["profile"] and result["engine"]:
-        beside_artifact = runner.results_path(h, model_slug(model or models.DEFAULT_MODEL) if profile else result["model"],
-                                              result["profile"], result["engine"])
-    path = runner.write_results(out or beside_artifact or Path(f"evals-{model_slug(result['model'])}.json"), result,
-                                artifact=beside_artifact.parent if beside_artifact else None)
+        base = (model or models.DEFAULT_MODEL) if profile else result["model"]
+        default = evals_path(h, base, result["profile"], result["engine"])
+        artifact = artifact_dir(h, base, result["profile"])
+    path = runner.write_results(out or default or Path(f"evals-{model_slug(result['model'])}.json"), result,
+                                artifact=artifact)
     console.print(f"results: {path}")
 
 
@@ -287,14 +290,15 @@ def eval_(
 def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("report"),
     model: ModelOpt = None,
-    results: Annotated[list[Path] | None, typer.Option(help="Results files to include (default: every evals-*.json under the home's artifacts for MODEL).")] = None,
+    results: Annotated[list[Path] | None, typer.Option(help="Results files to include (default: every evals-*.json under <home>/results/<MODEL>/).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Put every evaluated profile side by side: a markdown table (Pareto-best rows marked) and plots."""
     from leanserve.evals import report as rep
+    from leanserve.results import find_evals
 
     h = _home(home)
-    files = results or rep.find_results(h, model or models.DEFAULT_MODEL)
+    files = results or find_evals(h, model or models.DEFAULT_MODEL)
     try:
         written = rep.write_report(files, out)
     except LeanserveError as exc:

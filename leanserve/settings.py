@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from leanserve.errors import LeanserveError
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("LEANSERVE_HOME", "~/.cache/leanserve")).expanduser()
-
-
-def data_root() -> Path | None:
-    """The shared eval-data folder: $LEANSERVE_DATA, else ../shared/data beside the checkout or cwd."""
-    env = os.environ.get("LEANSERVE_DATA")
-    candidates = [Path(env)] if env else []
-    repo = Path(__file__).resolve().parents[1]
-    candidates += [repo.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"]
-    return next((c for c in candidates if c.is_dir()), None)
 
 
 @dataclass(frozen=True)

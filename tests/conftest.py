@@ -11,7 +11,7 @@ import pytest
 from openai import OpenAI
 
 from leanserve import models
-from leanserve.settings import default_home
+from leanserve.paths import default_home
 from tests.servers import API_KEY, Server, start_server
 
 ENGINES = ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from leanserve.compressors.calibration import data_root
+from leanserve.paths import data_root
 from leanserve.compressors.job import file_hashes
 from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text

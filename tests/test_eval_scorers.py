@@ -13,7 +13,7 @@ from leanserve.evals import multiple_choice as mc
 from leanserve.evals import report, runner
 from leanserve.evals.perplexity import wikitext2_test_text, windows
 from leanserve.evals.tasks import arc, bbh, gsm8k, mmlu, race
-from leanserve.settings import data_root
+from leanserve.paths import data_root
 
 DATA = data_root()
 RACE_FIXTURE = Path(__file__).parent / "data" / "race_fixture.jsonl"  # hand-written: no offline RACE copy exists

@@ -19,7 +19,7 @@ from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text, windows
 from leanserve.evals.suites import SUITES, SuiteOptions
 from leanserve.evals.tasks import mmlu
-from leanserve.settings import data_root
+from leanserve.paths import data_root
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server, start_server
 
@@ -121,8 +121,9 @@ def test_eval_starts_a_server_then_report_draws_it(home: Path, tmp_path: Path) -
     r = _cli("eval", "--profile", "bf16", "--engine", "transformers", "--suite", "wikitext2", "--suite", "speed",
              "--limit", "1", "--ppl-window", "2048", "--ppl-stride", "1024", "--home", str(home))
     assert r.returncode == 0, r.stdout + r.stderr
-    results = home / "artifacts" / MODEL / "bf16" / "evals-transformers.json"
+    results = home / "results" / MODEL / "bf16" / "evals-transformers.json"
     run = json.loads(results.read_text())
+    assert not (home / "artifacts" / MODEL / "bf16").exists()  # neither serve nor eval writes the artifact store
     assert run["profile"] == "bf16" and run["engine"] == "transformers" and set(run["suites"]) >= {"wikitext2", "speed"}
     assert run["server"]["peak_memory_bytes"]["process_rss"] > 100e6  # scraped from the server's own /metrics
     assert run["server"]["generation_tokens"] >= 3 * 128  # the speed probe's streams, counted by the server
