@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -10,6 +11,8 @@ from leanserve.methods.distill import kept_layers
 from leanserve.compressors.gblm_score import gblm_scores, row_prune_mask, wanda_scores
 from leanserve.methods.groups import group_size_for
 from leanserve.compressors.prune import channel_importance, kept_channels, shrink_mlp
+
+pytestmark = pytest.mark.unit
 
 
 def test_gblm_score_by_hand() -> None:

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from leanserve.paths import data_root
 from leanserve.compressors.job import file_hashes
 from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text
 from leanserve.hardware import cpu_has_bf16
 from tests.conftest import MODEL
 from tests.servers import API_KEY, start_server
+
+pytestmark = pytest.mark.build
 
 SMALL = ["--param", "calib_samples=8", "--param", "calib_seq_len=256"]
 BUILDS = {
@@ -78,10 +79,8 @@ def built(build_home: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def test_text() -> str:
-    root = data_root()
-    assert root is not None, "../shared/data is needed for the perplexity guard"
-    return wikitext2_test_text(root)
+def test_text(data: Path) -> str:
+    return wikitext2_test_text(data)
 
 
 def served_ppl(engine: str, profile: str, home: Path, text: str) -> float:

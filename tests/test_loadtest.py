@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import pytest
 import random
 from pathlib import Path
-
-import pytest
 
 from leanserve.loadtest.lengths import Lengths
 from leanserve.loadtest.runner import LoadtestConfig, LoadtestError, parse_duration, run
 from leanserve.loadtest.summary import percentile, summarize, to_markdown
 from tests.conftest import ServerPool
 from tests.servers import API_KEY
+
+pytestmark = pytest.mark.server
 
 
 def test_lengths_parse_and_sample_within_bounds() -> None:

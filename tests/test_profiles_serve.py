@@ -14,7 +14,9 @@ from openai import OpenAI
 
 from tests.conftest import MODEL, ServerPool
 from tests.servers import API_KEY
-from tests.test_metrics import one, scrape
+from tests.support import one, scrape
+
+pytestmark = pytest.mark.server
 
 
 @pytest.mark.parametrize("profile", ["nf4", "int8"])

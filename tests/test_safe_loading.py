@@ -20,6 +20,8 @@ from leanserve.profiles.store import MANIFEST, artifact_dir
 from leanserve.server.launch import weights_dir
 from leanserve.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 PROFILE = "pruned"  # any profile with a build step
 
 
