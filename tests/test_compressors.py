@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
+from leanserve import methods
 from leanserve.compressors.job import file_hashes
 from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text
@@ -108,6 +109,9 @@ def test_job_builds_a_complete_artifact(built, profile: str) -> None:  # noqa: A
     assert manifest["profile"] == profile and manifest["base_model"] == MODEL
     assert len(manifest["base_model_sha256"]) == 64
     assert manifest["calibration"]["samples"] == 8 and manifest["calibration"]["name"] == "wikitext2-valid"
+    # the --param overrides reached the job as its validated Params, next to the method's defaults
+    assert (manifest["params"]["calib_samples"], manifest["params"]["calib_seq_len"]) == (8, 256)
+    assert set(manifest["params"]) == set(methods.method_module(manifest["spec"]["build"]).Params.model_fields)
     assert manifest["wall_time_s"] > 0 and manifest["peak_memory"]["host_rss_peak"] > 100e6
     assert manifest["libraries"]["torch"].startswith("2.13")
     files = file_hashes(path)
