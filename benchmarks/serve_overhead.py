@@ -67,8 +67,8 @@ async def direct_runs(engine_name: str, model_dir: str, tokens: int, repeats: in
     from leanserve.engines import engine_class
     from leanserve.engines.base import EngineConfig, GenerationRequest, SamplingOptions
     from leanserve.hardware import resolve_device
-    from leanserve.profiles.registry import get_profile
     from leanserve.paths import default_home
+    from leanserve.profiles.registry import get_profile
 
     device = resolve_device("auto")
     spec = get_profile("bf16", default_home())

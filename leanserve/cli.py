@@ -12,12 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from leanserve import models
-from leanserve.loadtest import lengths
 from leanserve.errors import LeanserveError
 from leanserve.fit import DEFAULT_MAX_BATCHED_TOKENS, DEFAULT_MAX_SEQS
+from leanserve.loadtest import lengths
+from leanserve.paths import default_home
 from leanserve.profiles.registry import load_profiles
 from leanserve.profiles.store import status
-from leanserve.paths import default_home
 from leanserve.settings import Flag, serve_flags, settings_from_flags
 
 app = typer.Typer(help="Serve one model under a named compression profile over an OpenAI-compatible API.",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 import json
-import pytest
 import socket
+
+import httpx
+import pytest
 
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server

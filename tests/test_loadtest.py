@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import pytest
 import random
 from pathlib import Path
+
+import pytest
 
 from leanserve.loadtest.lengths import Lengths
 from leanserve.loadtest.runner import LoadtestConfig, LoadtestError, parse_duration, run

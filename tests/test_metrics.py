@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 from openai import OpenAI
 
 from tests.conftest import MODEL
-from tests.servers import API_KEY, Server
+from tests.servers import Server
 from tests.support import one, scrape
 
 pytestmark = pytest.mark.server
