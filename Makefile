@@ -48,8 +48,11 @@ serve-vllm: setup-vllm setup
 	$(VENV)/bin/leanserve models pull
 	$(VLLM_VENV)/bin/leanserve serve --profile $(PROFILE) --engine vllm --host $(HOST) --port $(PORT)
 
-# Install both environments and run every test (both engines, real model, real HTTP).
-test: setup setup-vllm
+# Install both environments and run every test (both engines, real model, real HTTP). One tier:
+# `make test PYTEST_ARGS='-m unit'` (also server, build, vllm). The vLLM environment is skipped when the
+# selection cannot reach a vLLM test: `-m unit`, or any `-m` that says `not vllm`.
+SKIP_VLLM := $(or $(findstring not vllm,$(PYTEST_ARGS)),$(and $(filter -m,$(PYTEST_ARGS)),$(filter unit,$(PYTEST_ARGS)),$(if $(findstring vllm,$(PYTEST_ARGS)),,yes)))
+test: setup $(if $(SKIP_VLLM),,setup-vllm)
 	$(VENV)/bin/leanserve models pull
 	LEANSERVE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

@@ -22,11 +22,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import device_name  # noqa: E402
 from leanserve import models  # noqa: E402
-from leanserve.compressors.calibration import data_root  # noqa: E402
 from leanserve.evals.client import EvalClient  # noqa: E402
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text  # noqa: E402
+from leanserve.paths import data_root, default_home  # noqa: E402
 from leanserve.profiles.store import dir_size  # noqa: E402
-from leanserve.settings import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 
 PROFILES = ["gptq-8", "gptq-4", "awq-4", "int8-gblm", "wanda-int8", "pruned", "distilled"]

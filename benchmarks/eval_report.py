@@ -7,8 +7,9 @@ CPU finishes in about five minutes per profile (the budgets are written into the
     python benchmarks/eval_report.py [--home ~/.cache/leanserve] [--profiles bf16 nf4 ...]
 
 Profiles without an artifact are skipped (build them with `leanserve compress --profile P` first).
-Each profile's results go to evals-<profile>-<engine>.json in the output folder, and the report is drawn
-from every evals-*.json there: profiles can be evaluated one run at a time and the report grows;
+Each profile's results go to evals-<profile>-<engine>.json in the output folder (a committed report, not
+`leanserve eval`'s default <home>/results/; the artifacts are only read), and the report is drawn from
+every evals-*.json there, as `leanserve report --results FILE ...` would: profiles can be evaluated one run at a time and the report grows;
 `--suites speed` re-measures one suite into the results already there. The whole WikiText-2 test split,
 kept apart from the budgeted report:
 
@@ -27,9 +28,9 @@ sys.path.insert(0, str(HERE.parent))
 from leanserve import models  # noqa: E402
 from leanserve.evals import report, runner  # noqa: E402
 from leanserve.evals.suites import SuiteOptions  # noqa: E402
+from leanserve.paths import data_root, default_home  # noqa: E402
 from leanserve.profiles.registry import get_profile  # noqa: E402
 from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
-from leanserve.settings import data_root, default_home  # noqa: E402
 
 PROFILES = ["bf16", "gptq-8", "int8", "gptq-4", "awq-4", "nf4", "int8-gblm", "pruned", "distilled"]
 # suite -> SuiteOptions fields: the CPU budget. MMLU and BBH: one question per subject / task file.

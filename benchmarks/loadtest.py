@@ -38,8 +38,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import device_name  # noqa: E402
+from leanserve.loadtest import lengths  # noqa: E402
 from leanserve.loadtest.runner import LoadtestConfig, run  # noqa: E402
-from leanserve.settings import default_home  # noqa: E402
+from leanserve.paths import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -65,8 +66,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="base model (default: the default model)")
     ap.add_argument("--users", type=int, default=4)
     ap.add_argument("--duration", type=int, default=60)
-    ap.add_argument("--prompt-tokens", default="uniform:16:128")
-    ap.add_argument("--answer-tokens", default="uniform:16:128")
+    ap.add_argument("--prompt-tokens", default=lengths.DEFAULT)
+    ap.add_argument("--answer-tokens", default=lengths.DEFAULT)
     ap.add_argument("--vram-budget", default=None, help="passed to serve --vram-budget (GPU)")
     ap.add_argument("--ramp", type=int, nargs="*", default=None, help="user counts to step through (GPU capacity)")
     ap.add_argument("--ttft-p90-limit", type=float, default=1.0, help="seconds; the ramp stops past it")

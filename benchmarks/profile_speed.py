@@ -23,9 +23,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import device_name, http_runs  # noqa: E402
 from leanserve import models  # noqa: E402
+from leanserve.paths import default_home  # noqa: E402
 from leanserve.profiles.registry import get_profile  # noqa: E402
 from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
-from leanserve.settings import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 from tests.test_metrics import one, scrape  # noqa: E402
 

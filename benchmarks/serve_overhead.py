@@ -67,8 +67,8 @@ async def direct_runs(engine_name: str, model_dir: str, tokens: int, repeats: in
     from leanserve.engines import engine_class
     from leanserve.engines.base import EngineConfig, GenerationRequest, SamplingOptions
     from leanserve.hardware import resolve_device
+    from leanserve.paths import default_home
     from leanserve.profiles.registry import get_profile
-    from leanserve.settings import default_home
 
     device = resolve_device("auto")
     spec = get_profile("bf16", default_home())
@@ -134,7 +134,7 @@ async def runs(stream_fn, tokens: int, repeats: int) -> list[dict]:  # noqa: ANN
 def worker(engine: str, tokens: int, repeats: int, out: Path) -> None:
     """Inside the engine's environment: direct runs, then the same through a real server."""
     from leanserve import models
-    from leanserve.settings import default_home
+    from leanserve.paths import default_home
     from tests.servers import API_KEY, start_server
 
     model_dir = str(models.pull_default(default_home()))

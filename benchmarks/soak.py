@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import device_name  # noqa: E402
 from leanserve import models  # noqa: E402
-from leanserve.settings import default_home  # noqa: E402
+from leanserve.paths import default_home  # noqa: E402
 from tests.servers import API_KEY, Server, start_server  # noqa: E402
 from tests.test_metrics import one, scrape  # noqa: E402
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,9 +13,12 @@ from rich.table import Table
 
 from leanserve import models
 from leanserve.errors import LeanserveError
+from leanserve.fit import DEFAULT_MAX_BATCHED_TOKENS, DEFAULT_MAX_SEQS
+from leanserve.loadtest import lengths
+from leanserve.paths import default_home
 from leanserve.profiles.registry import load_profiles
 from leanserve.profiles.store import status
-from leanserve.settings import Settings, default_home
+from leanserve.settings import Flag, serve_flags, settings_from_flags
 
 app = typer.Typer(help="Serve one model under a named compression profile over an OpenAI-compatible API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -35,51 +39,26 @@ def _fail(exc: LeanserveError) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
-def serve(
-    profile: Annotated[str, typer.Option(envvar="LEANSERVE_PROFILE", help="Compression profile (see `leanserve profiles`).")] = "bf16",
-    model: ModelOpt = None,
-    engine: Annotated[str, typer.Option(envvar="LEANSERVE_ENGINE", help="auto, vllm or transformers.")] = "auto",
-    host: Annotated[str, typer.Option(envvar="LEANSERVE_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="LEANSERVE_PORT")] = 8000,
-    device: Annotated[str, typer.Option(envvar="LEANSERVE_DEVICE", help="auto, cpu or cuda.")] = "auto",
-    dtype: Annotated[str, typer.Option(envvar="LEANSERVE_DTYPE", help="auto (bfloat16 on GPUs, float32 on CPUs), float32, bfloat16, float16.")] = "auto",
-    max_model_len: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_MODEL_LEN", help="Context window in tokens (default: the model's).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Require 'Authorization: Bearer KEY' on every route but /health (/docs and /openapi.json too).")] = None,
-    api_keys_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_API_KEYS_FILE", help="File of accepted keys, one per line ('#' lines are comments); adds to --api-key.")] = None,
-    public_metrics: Annotated[bool, typer.Option(envvar="LEANSERVE_PUBLIC_METRICS", help="Serve /metrics without the API key.")] = False,
-    served_model_name: Annotated[str | None, typer.Option(envvar="LEANSERVE_SERVED_MODEL_NAME", help="The `model` name clients send (default: the model's name).")] = None,
-    max_body_bytes: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_BODY_BYTES", help="Larger request bodies get 413.")] = 4 * 1024 * 1024,
-    max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
-    max_queue: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_QUEUE", min=1, help="Most generation requests in flight (running or waiting); past it 429 with Retry-After (default: no limit).")] = None,
-    request_timeout: Annotated[float | None, typer.Option(envvar="LEANSERVE_REQUEST_TIMEOUT", min=0.001, help="Seconds a generation request may take; past it, it is aborted with 504 (default: no limit).")] = None,
-    shutdown_grace: Annotated[float, typer.Option(envvar="LEANSERVE_SHUTDOWN_GRACE", min=0, help="On SIGTERM, seconds running requests get to finish while new ones get 503.")] = 30.0,
-    trust_remote_code: Annotated[bool, typer.Option(envvar="LEANSERVE_TRUST_REMOTE_CODE", help="Allow model code from the checkpoint (off: safer).")] = False,
-    skip_verify: Annotated[bool, typer.Option(envvar="LEANSERVE_SKIP_VERIFY", help="Do not check an artifact's files against its manifest's sha256 at startup.")] = False,
-    vram_budget: Annotated[str | None, typer.Option(envvar="LEANSERVE_VRAM_BUDGET", help="GPU memory to stay within, e.g. 8GiB: sizes vLLM's memory share and caps --max-model-len to what fits (see `leanserve fit`); informational on CPU.")] = None,
-    log_level: Annotated[str, typer.Option(envvar="LEANSERVE_LOG_LEVEL")] = "info",
-    home: HomeOpt = None,
-) -> None:
+def serve(**flags: Any) -> None:
     """Serve MODEL under PROFILE over an OpenAI-compatible API (pulls the default model on first use)."""
-    from leanserve.fit import parse_bytes
     from leanserve.server.launch import serve as run
-    from leanserve.settings import read_api_keys
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=flags["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        budget = parse_bytes(vram_budget) if vram_budget else None
-        keys = ((api_key,) if api_key else ()) + (read_api_keys(api_keys_file) if api_keys_file else ())
-        if api_keys_file and len(keys) == (1 if api_key else 0):
-            raise LeanserveError(f"--api-keys-file {api_keys_file} has no keys")
-        settings = Settings(home=_home(home), model=model, profile=profile, engine=engine, host=host, port=port,
-                            device=device, dtype=dtype, max_model_len=max_model_len, api_keys=keys,
-                            served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
-                            trust_remote_code=trust_remote_code, log_level=log_level, vram_budget=budget,
-                            public_metrics=public_metrics, max_queue=max_queue, request_timeout=request_timeout,
-                            shutdown_grace=shutdown_grace, skip_verify=skip_verify)
-        run(settings)
+        run(settings_from_flags(flags))
     except LeanserveError as exc:
         _fail(exc)
+
+
+def _flag_parameter(flag: Flag) -> inspect.Parameter:
+    option = typer.Option(envvar=flag.envvar, help=flag.help, **flag.option)
+    return inspect.Parameter(flag.name, inspect.Parameter.KEYWORD_ONLY, default=flag.default,
+                             annotation=Annotated[flag.type, option])
+
+
+# serve's options are the Settings fields (leanserve/settings.py): one default, one help text, each
+serve.__signature__ = inspect.Signature([_flag_parameter(f) for f in serve_flags()])  # type: ignore[attr-defined]
+app.command()(serve)
 
 
 def _parse_params(pairs: list[str]) -> dict[str, object]:
@@ -109,14 +88,14 @@ def compress(
 ) -> None:
     """Build PROFILE's artifact from MODEL (atomically: a killed job leaves nothing that loads)."""
     from leanserve.compressors.job import run_job
-    from leanserve.profiles.registry import get_profile
+    from leanserve.profiles.registry import get_profile, with_params
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     h = _home(home)
     try:
         spec = get_profile(profile, h)
         if param:
-            spec = spec.model_copy(update={"params": {**spec.params, **_parse_params(param)}})
+            spec = with_params(spec, _parse_params(param))
         path = run_job(spec, model, h, calib=calib, force=force)
     except LeanserveError as exc:
         _fail(exc)
@@ -131,8 +110,8 @@ def fit(
     context: Annotated[int | None, typer.Option(help="Sequence length (prompt + answer) to plan for (default: a table of lengths).")] = None,
     dtype: Annotated[str, typer.Option(help="Activation and KV-cache dtype on the GPU: bfloat16, float16 or float32.")] = "bfloat16",
     kv_dtype: Annotated[str | None, typer.Option(help="KV-cache dtype if it differs (fp8 halves it).")] = None,
-    max_batched_tokens: Annotated[int, typer.Option(help="Tokens in one forward pass (vLLM's max_num_batched_tokens): sets the activation peak.")] = 2048,
-    max_seqs: Annotated[int, typer.Option(help="Most sequences in one batch (vLLM's max_num_seqs).")] = 256,
+    max_batched_tokens: Annotated[int, typer.Option(help="Tokens in one forward pass (vLLM's max_num_batched_tokens): sets the activation peak.")] = DEFAULT_MAX_BATCHED_TOKENS,
+    max_seqs: Annotated[int, typer.Option(help="Most sequences in one batch (vLLM's max_num_seqs).")] = DEFAULT_MAX_SEQS,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     home: HomeOpt = None,
 ) -> None:
@@ -165,8 +144,8 @@ def loadtest(
     out: Annotated[Path, typer.Option(help="Directory for summary.json, summary.md, loadtest.png and Locust's CSV files.")] = Path("loadtest-results"),
     api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Bearer key if the server has one.")] = None,
     model: Annotated[str | None, typer.Option(help="Model name to send (default: the server's).")] = None,
-    prompt_tokens: Annotated[str, typer.Option(help="Prompt length distribution (words, ~1 token each): fixed:N, uniform:LO:HI, normal:MEAN:SD, lognormal:MEDIAN:SIGMA.")] = "uniform:16:128",
-    answer_tokens: Annotated[str, typer.Option(help="Answer length (max_tokens, EOS ignored) distribution, same forms.")] = "uniform:16:128",
+    prompt_tokens: Annotated[str, typer.Option(help="Prompt length distribution (words, ~1 token each): fixed:N, uniform:LO:HI, normal:MEAN:SD, lognormal:MEDIAN:SIGMA.")] = lengths.DEFAULT,
+    answer_tokens: Annotated[str, typer.Option(help="Answer length (max_tokens, EOS ignored) distribution, same forms.")] = lengths.DEFAULT,
     think_time: Annotated[float, typer.Option(help="Each user waits 0..this many seconds between requests (0: back to back).")] = 0.0,
     stop_timeout: Annotated[int, typer.Option(help="Seconds requests in flight at the end may take to finish.")] = 60,
 ) -> None:
@@ -239,7 +218,7 @@ def eval_(
     served_model: Annotated[str | None, typer.Option(help="The `model` to send to --base-url (default: the first of its /v1/models).")] = None,
     model: ModelOpt = None,
     engine: Annotated[str, typer.Option(help="Engine of the server started for --profile: auto, vllm or transformers.")] = "auto",
-    out: Annotated[Path | None, typer.Option(help="Results file (default: evals-<engine>.json beside the profile's artifact).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results file (default: <home>/results/<model>/<profile>/evals-<engine>.json).")] = None,
     race_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_RACE_FILE", help="RACE-H JSONL (no offline copy exists here).")] = None,
     data: Annotated[Path | None, typer.Option(envvar="LEANSERVE_DATA", help="Eval data folder (default: ../shared/data).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 8,
@@ -253,8 +232,9 @@ def eval_(
 
     from leanserve.evals import runner
     from leanserve.evals.suites import DEFAULT_SUITES, SuiteOptions
-    from leanserve.profiles.store import model_slug
-    from leanserve.settings import data_root
+    from leanserve.paths import data_root
+    from leanserve.profiles.store import artifact_dir, model_slug
+    from leanserve.results import evals_path
 
     h = _home(home)
     if (profile is None) == (base_url is None):
@@ -274,12 +254,13 @@ def eval_(
             result = runner.run_suites(target, suites, options, concurrency=concurrency)
     except LeanserveError as exc:
         _fail(exc)
-    beside_artifact = None
+    default, artifact = None, None
     if result["profile"] and result["engine"]:
-        beside_artifact = runner.results_path(h, model_slug(model or models.DEFAULT_MODEL) if profile else result["model"],
-                                              result["profile"], result["engine"])
-    path = runner.write_results(out or beside_artifact or Path(f"evals-{model_slug(result['model'])}.json"), result,
-                                artifact=beside_artifact.parent if beside_artifact else None)
+        base = (model or models.DEFAULT_MODEL) if profile else result["model"]
+        default = evals_path(h, base, result["profile"], result["engine"])
+        artifact = artifact_dir(h, base, result["profile"])
+    path = runner.write_results(out or default or Path(f"evals-{model_slug(result['model'])}.json"), result,
+                                artifact=artifact)
     console.print(f"results: {path}")
 
 
@@ -287,14 +268,15 @@ def eval_(
 def report(
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("report"),
     model: ModelOpt = None,
-    results: Annotated[list[Path] | None, typer.Option(help="Results files to include (default: every evals-*.json under the home's artifacts for MODEL).")] = None,
+    results: Annotated[list[Path] | None, typer.Option(help="Results files to include (default: every evals-*.json under <home>/results/<MODEL>/).")] = None,
     home: HomeOpt = None,
 ) -> None:
     """Put every evaluated profile side by side: a markdown table (Pareto-best rows marked) and plots."""
     from leanserve.evals import report as rep
+    from leanserve.results import find_evals
 
     h = _home(home)
-    files = results or rep.find_results(h, model or models.DEFAULT_MODEL)
+    files = results or find_evals(h, model or models.DEFAULT_MODEL)
     try:
         written = rep.write_report(files, out)
     except LeanserveError as exc:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from leanserve import methods
 from leanserve.errors import LeanserveError
 from leanserve.profiles.spec import ProfileSpec
 
@@ -127,47 +128,33 @@ def kv_bytes_per_token(shape: ModelShape, dtype_bytes: int = 2) -> int:
     return shape.layers * 2 * shape.kv_heads * shape.head_dim * dtype_bytes
 
 
-def _kept_layers(layers: int, keep_every: int) -> int:
-    """The distilled student keeps every keep_every-th block and the last (compressors/distill.py)."""
-    return len(set(range(0, layers, keep_every)) | {layers - 1})
+def _method(name: str | None) -> Any:
+    return methods.method_module(name) if name else None
 
 
 def profile_shape(shape: ModelShape, spec: ProfileSpec) -> ModelShape:
-    """The shape a structural profile produces, for planning before it is built."""
-    if spec.build == "structured-prune":
-        keep = float(spec.params.get("mlp_keep", 0.75))
-        return replace(shape, intermediate=max(32, round(shape.intermediate * keep / 32) * 32))
-    if spec.build == "distill":
-        return replace(shape, layers=_kept_layers(shape.layers, int(spec.params.get("keep_every", 2))))
+    """The shape a structural profile produces (its method's `served_shape`), for planning before it is built."""
+    method = _method(spec.build)
+    if method is not None and hasattr(method, "served_shape"):
+        return method.served_shape(shape, spec.build_params)
     return shape
 
 
 def weight_bytes(shape: ModelShape, spec: ProfileSpec, dtype_bytes: int = 2) -> int:
-    """Bytes of weights as the GPU engine holds them, estimated from the shape and the profile's bits.
+    """Bytes of weights as the GPU engine holds them, estimated from the shape and the profile's methods.
 
-    Quantized matrices: bits/8 per weight plus a 16-bit scale per group (and a packed zero point per
-    group for asymmetric schemes); bitsandbytes NF4: 4 bits plus an absmax per 64 weights (8-bit with
-    double quantization); LLM.int8(): a byte plus an fp32 scale per output row. Embeddings, the LM
-    head, norms and biases stay in 16 bit, as every quantizer here leaves them.
+    The decoder blocks' matrices take what the method that stores them says (`block_bytes` of the
+    load-time quantization if any, else of the build method; see leanserve/methods/), or 16 bits when
+    neither quantizes. Embeddings, the LM head, norms and biases stay in 16 bit, as every quantizer here
+    leaves them.
     """
-    from leanserve.compressors.llmc import group_size_for
-
     shape = profile_shape(shape, spec)
     sixteen = (shape.embedding_params + shape.other_params) * dtype_bytes
-    linears = shape.layer_linears()
-    if spec.bits >= 16:
-        return sixteen + shape.linear_params * dtype_bytes
-    if spec.load_quant == "int8" or (spec.bits == 8 and spec.build not in ("gptq", "awq")):
-        per_layer = sum(a * b + 4 * b for a, b in linears)
-    elif spec.load_quant == "nf4":
-        absmax = 1 + 4 / 256 if spec.params.get("double_quant", True) else 4  # bytes per 64-weight block
-        per_layer = sum(math.ceil(a * b / 2) + math.ceil(a * b / 64) * absmax for a, b in linears)
-    else:  # group-wise GPTQ / AWQ (compressed-tensors pack-quantized)
-        group = group_size_for([a for a, _ in linears], int(spec.params.get("group_size", 128)))
-        asym = "ASYM" in str(spec.params.get("scheme", "")).upper()
-        per_group = 2 + (spec.bits / 8 if asym else 0)
-        per_layer = sum(a * b * spec.bits / 8 + b * math.ceil(a / group) * per_group for a, b in linears)
-    return int(sixteen + shape.layers * per_layer)
+    for name, params in ((spec.load_quant, spec.runtime_params), (spec.build, spec.build_params)):
+        method = _method(name)
+        if method is not None and hasattr(method, "block_bytes"):
+            return int(sixteen + shape.layers * method.block_bytes(shape.layer_linears(), params))
+    return sixteen + shape.linear_params * dtype_bytes
 
 
 def activation_bytes(shape: ModelShape, max_batched_tokens: int, max_seqs: int, dtype_bytes: int = 2) -> int:

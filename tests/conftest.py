@@ -11,10 +11,19 @@ import pytest
 from openai import OpenAI
 
 from leanserve import models
-from leanserve.settings import default_home
+from leanserve.paths import default_home
 from tests.servers import API_KEY, Server, start_server
+from tests.support import shared_data
 
 ENGINES = ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+TIERS = ("unit", "server", "build")  # every test has exactly one (pyproject.toml says what each means)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse a test without exactly one tier marker, so `-m unit` and friends select what they say."""
+    wrong = [item.nodeid for item in items if sum(item.get_closest_marker(t) is not None for t in TIERS) != 1]
+    if wrong:
+        raise pytest.UsageError(f"tests need exactly one of the markers {', '.join(TIERS)}: {', '.join(wrong[:10])}")
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +32,12 @@ def home() -> Path:
     path = default_home()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    """The shared eval data; a clear failure naming where it was looked for when it is missing."""
+    return shared_data()
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 from openai import OpenAI
 from transformers import AutoTokenizer
 
 from tests.conftest import MODEL
+
+pytestmark = pytest.mark.server
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -13,6 +13,8 @@ from leanserve.settings import read_api_keys
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server, start_server
 
+pytestmark = pytest.mark.server
+
 FILE_KEYS = ["file-key-one-7f3a9c", "file-key-two-#-b81d"]  # a '#' inside a key is part of it
 WRONG = "wrong-key-5e2d77"
 KEYED_ROUTES = [("GET", "/v1/models"), ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc"),

@@ -14,6 +14,8 @@ import yaml
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server
 
+pytestmark = pytest.mark.server
+
 CORPUS = Path(__file__).parent / "data" / "bad_requests.yaml"
 CASES: list[dict[str, Any]] = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

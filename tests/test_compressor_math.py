@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from leanserve.compressors.distill import distill_loss, kept_layers
+from leanserve.compressors.distill import distill_loss
 from leanserve.compressors.gblm_score import gblm_scores, row_prune_mask, wanda_scores
-from leanserve.compressors.llmc import group_size_for
 from leanserve.compressors.prune import channel_importance, kept_channels, shrink_mlp
+from leanserve.methods.distill import kept_layers
+from leanserve.methods.groups import group_size_for
+
+pytestmark = pytest.mark.unit
 
 
 def test_gblm_score_by_hand() -> None:

@@ -17,13 +17,15 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from leanserve.compressors.calibration import data_root
+from leanserve import methods
 from leanserve.compressors.job import file_hashes
 from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text
 from leanserve.hardware import cpu_has_bf16
 from tests.conftest import MODEL
 from tests.servers import API_KEY, start_server
+
+pytestmark = pytest.mark.build
 
 SMALL = ["--param", "calib_samples=8", "--param", "calib_seq_len=256"]
 BUILDS = {
@@ -78,10 +80,8 @@ def built(build_home: Path):  # noqa: ANN201
 
 
 @pytest.fixture(scope="session")
-def test_text() -> str:
-    root = data_root()
-    assert root is not None, "../shared/data is needed for the perplexity guard"
-    return wikitext2_test_text(root)
+def test_text(data: Path) -> str:
+    return wikitext2_test_text(data)
 
 
 def served_ppl(engine: str, profile: str, home: Path, text: str) -> float:
@@ -109,6 +109,9 @@ def test_job_builds_a_complete_artifact(built, profile: str) -> None:  # noqa: A
     assert manifest["profile"] == profile and manifest["base_model"] == MODEL
     assert len(manifest["base_model_sha256"]) == 64
     assert manifest["calibration"]["samples"] == 8 and manifest["calibration"]["name"] == "wikitext2-valid"
+    # the --param overrides reached the job as its validated Params, next to the method's defaults
+    assert (manifest["params"]["calib_samples"], manifest["params"]["calib_seq_len"]) == (8, 256)
+    assert set(manifest["params"]) == set(methods.method_module(manifest["spec"]["build"]).Params.model_fields)
     assert manifest["wall_time_s"] > 0 and manifest["peak_memory"]["host_rss_peak"] > 100e6
     assert manifest["libraries"]["torch"].startswith("2.13")
     files = file_hashes(path)

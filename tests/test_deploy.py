@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from leanserve.engines.base import MemoryStats
 from leanserve.server.metrics import ServerMetrics
 from tests.prometheus import INSTALL_HINT
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 

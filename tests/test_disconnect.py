@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 import httpx
+import pytest
 
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server
-from tests.test_metrics import one, scrape
+from tests.support import one, scrape, wait_until
+
+pytestmark = pytest.mark.server
 
 LAB = {"profile": "bf16", "model": MODEL}
 MAX_TOKENS = 900
@@ -30,11 +32,8 @@ def test_disconnect_mid_stream_frees_the_request(server: Server) -> None:
         got = [next(lines) for _ in range(6)]  # a few tokens arrived: the request is running
         assert any(line.startswith("data: ") for line in got)
         assert _running(server) == 1
-    # Connection closed. The server notices, aborts, and the gauge returns to zero; bounded wait on a
-    # condition the server must reach (each check is a scrape, not a sleep).
-    deadline = time.monotonic() + 60
-    while _running(server) != 0:
-        assert time.monotonic() < deadline, "the generation kept running after the client left"
+    # Connection closed. The server notices, aborts, and the gauge returns to zero.
+    wait_until(lambda: _running(server) == 0, what="the generation stopping after the client left", deadline_s=60)
     generated = one(scrape(server), "leanserve_generation_tokens_total", **LAB) - generated_before
     assert generated < MAX_TOKENS / 2, f"{generated} tokens generated for a client that had left"
 
@@ -48,11 +47,7 @@ def test_disconnect_while_waiting_for_a_whole_answer_frees_the_request(server: S
     generated_before = one(scrape(server), "leanserve_generation_tokens_total", **LAB)
     with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
         sock.sendall(head + body)
-        deadline = time.monotonic() + 120
-        while _running(server) != 1:  # generating (the first token is out)
-            assert time.monotonic() < deadline, "the request never started generating"
-    deadline = time.monotonic() + 60
-    while _running(server) != 0:
-        assert time.monotonic() < deadline, "the generation kept running after the client left"
+        wait_until(lambda: _running(server) == 1, what="the request starting to generate", deadline_s=120)
+    wait_until(lambda: _running(server) == 0, what="the generation stopping after the client left", deadline_s=60)
     generated = one(scrape(server), "leanserve_generation_tokens_total", **LAB) - generated_before
     assert generated < MAX_TOKENS / 2, f"{generated} tokens generated for a client that had left"

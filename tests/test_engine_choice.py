@@ -10,6 +10,8 @@ from leanserve.engines import choose_engine, engine_class
 from leanserve.errors import EngineUnavailable
 from leanserve.profiles.registry import get_profile
 
+pytestmark = pytest.mark.unit
+
 
 def spec(name: str):  # noqa: ANN201
     return get_profile(name, Path("/nonexistent"))

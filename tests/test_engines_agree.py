@@ -10,6 +10,8 @@ from openai import OpenAI
 from tests.conftest import MODEL, ServerPool
 from tests.servers import API_KEY
 
+pytestmark = pytest.mark.server
+
 TEXT = "The quick brown fox jumps over the lazy dog. Paris is the capital and largest city of France."
 
 

@@ -8,6 +8,8 @@ import pytest
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server
 
+pytestmark = pytest.mark.server
+
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
 

@@ -13,16 +13,10 @@ from leanserve.evals import multiple_choice as mc
 from leanserve.evals import report, runner
 from leanserve.evals.perplexity import wikitext2_test_text, windows
 from leanserve.evals.tasks import arc, bbh, gsm8k, mmlu, race
-from leanserve.settings import data_root
 
-DATA = data_root()
+pytestmark = pytest.mark.unit
+
 RACE_FIXTURE = Path(__file__).parent / "data" / "race_fixture.jsonl"  # hand-written: no offline RACE copy exists
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    assert DATA is not None, "../shared/data is needed (see its README)"
-    return DATA
 
 
 # --- BBH ----------------------------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from leanserve.evals import multiple_choice as mc
 from leanserve.evals.client import EvalClient
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text, windows
 from leanserve.evals.suites import SUITES, SuiteOptions
-from leanserve.evals.tasks import mmlu
-from leanserve.settings import data_root
+from leanserve.evals.tasks import bbh, gsm8k, mmlu, race
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server, start_server
+
+pytestmark = pytest.mark.server
 
 RACE_FIXTURE = Path(__file__).parent / "data" / "race_fixture.jsonl"  # hand-written: no offline RACE copy exists
 
@@ -39,13 +40,6 @@ def bf16(home: Path, model_dir: Path) -> Iterator[Server]:
 def ev(bf16: Server) -> Iterator[EvalClient]:
     with EvalClient(bf16.base_url, MODEL, api_key=API_KEY, concurrency=4) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def data() -> Path:
-    root = data_root()
-    assert root is not None, "../shared/data is needed (see its README)"
-    return root
 
 
 # (suite, options, n): the smallest run that still touches every group of the suite
@@ -70,11 +64,46 @@ def test_suite_runs_through_the_api(ev: EvalClient, data: Path, suite: str, opti
         assert result["tokens"] > 600 and result["windows"] == 2
     elif suite == "speed":
         assert result["tokens_per_s"] > 0.5 and 0 < result["ttft_s"] < 30
-    else:
-        assert 0.0 <= result["score"] <= 1.0
+    else:  # the headline is the macro average of the groups, each a share of n right answers
+        groups = result["per_group"]
+        assert result["score"] == pytest.approx(sum(groups.values()) / len(groups))
         if suite in ("bbh", "gsm8k"):  # greedy generation honoured its stop strings and budget
             assert result["generated_tokens"] > 0
             assert all("\nQ:" not in e["output"] and "\nQuestion:" not in e["output"] for e in result["examples"])
+            scorer = {"bbh": bbh.is_correct, "gsm8k": gsm8k.is_correct}[suite]
+            right = [scorer(e["output"], e["target"]) for e in result["examples"]]
+            if suite == "bbh":  # one example per task (limit 1): each task's score is its example's
+                assert [groups[e["group"]] for e in result["examples"]] == [float(r) for r in right]
+            else:  # one group, both examples shown
+                assert groups["gsm8k"] == sum(right) / len(right)
+
+
+def _race_file(path: Path, golds: list[str]) -> Path:
+    """The RACE fixture with these answers, in order (one per question)."""
+    rows = [json.loads(line) for line in RACE_FIXTURE.read_text().splitlines() if line.strip()]
+    it = iter(golds)
+    for row in rows:
+        if "questions" in row:
+            row["answers"] = [next(it) for _ in row["questions"]]
+        else:
+            row["answer"] = next(it)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_multiple_choice_scores_fixtures_with_known_answers(ev: EvalClient, tmp_path: Path) -> None:
+    """The model's letter for each fixture question is measured independently (an exact echo request per
+    letter); fixtures whose answers are those letters score 1, the least likely letters 0, and one
+    changed answer in four 0.75, through the same suite `leanserve eval` runs. A scorer that returned a
+    constant, or compared predictions with the wrong questions' answers, fails one of the three."""
+    questions = race.load(RACE_FIXTURE)
+    scores = [{letter: ev.continuation_logprob(q.prompt, f" {letter}") for letter in q.letters} for q in questions]
+    best = [max(s, key=s.__getitem__) for s in scores]
+    worst = [min(s, key=s.__getitem__) for s in scores]
+    mixed = [*best[:-1], worst[-1]]
+    for golds, expected in ((best, 1.0), (worst, 0.0), (mixed, (len(best) - 1) / len(best))):
+        result = SUITES["race-h"](ev, SuiteOptions(None, race_file=_race_file(tmp_path / "race.jsonl", golds)))
+        assert (result["n"], result["score"]) == (len(questions), pytest.approx(expected)), (golds, scores)
 
 
 def test_letter_fast_path_equals_echo_scoring(ev: EvalClient, data: Path) -> None:
@@ -121,8 +150,9 @@ def test_eval_starts_a_server_then_report_draws_it(home: Path, tmp_path: Path) -
     r = _cli("eval", "--profile", "bf16", "--engine", "transformers", "--suite", "wikitext2", "--suite", "speed",
              "--limit", "1", "--ppl-window", "2048", "--ppl-stride", "1024", "--home", str(home))
     assert r.returncode == 0, r.stdout + r.stderr
-    results = home / "artifacts" / MODEL / "bf16" / "evals-transformers.json"
+    results = home / "results" / MODEL / "bf16" / "evals-transformers.json"
     run = json.loads(results.read_text())
+    assert not (home / "artifacts" / MODEL / "bf16").exists()  # neither serve nor eval writes the artifact store
     assert run["profile"] == "bf16" and run["engine"] == "transformers" and set(run["suites"]) >= {"wikitext2", "speed"}
     assert run["server"]["peak_memory_bytes"]["process_rss"] > 100e6  # scraped from the server's own /metrics
     assert run["server"]["generation_tokens"] >= 3 * 128  # the speed probe's streams, counted by the server

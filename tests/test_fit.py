@@ -45,6 +45,7 @@ def smollm(model_dir: Path) -> fit.ModelShape:
     return fit.load_shape(str(model_dir / "config.json"), Path("/nonexistent"))[0]
 
 
+@pytest.mark.unit
 def test_smollm2_shape_kv_and_weights_match_hand_and_disk(smollm: fit.ModelShape, model_dir: Path) -> None:
     assert (smollm.layers, smollm.kv_heads, smollm.head_dim, smollm.tied_embeddings) == (30, 3, 64, True)
     assert fit.kv_bytes_per_token(smollm) == 23_040
@@ -55,6 +56,7 @@ def test_smollm2_shape_kv_and_weights_match_hand_and_disk(smollm: fit.ModelShape
     assert 0 < on_disk - bf16 < 100_000
 
 
+@pytest.mark.unit
 def test_llama7b_kv_params_and_gptq4_weights(llama: fit.ModelShape, home: Path) -> None:
     assert fit.kv_bytes_per_token(llama) == 524_288
     assert fit.kv_bytes_per_token(llama, 1) == 262_144  # fp8 KV cache
@@ -65,6 +67,7 @@ def test_llama7b_kv_params_and_gptq4_weights(llama: fit.ModelShape, home: Path) 
     assert awq == LLAMA_GPTQ4 + 6_476_005_376 // 128 // 2
 
 
+@pytest.mark.unit
 def test_llama7b_gptq4_in_8gib(llama: fit.ModelShape, home: Path) -> None:
     p = fit.plan(llama, get_profile("gptq-4", home), 8 * GIB)
     assert p.activations == LLAMA_ACTIVATIONS
@@ -77,12 +80,14 @@ def test_llama7b_gptq4_in_8gib(llama: fit.ModelShape, home: Path) -> None:
     assert "524288 bytes/token" in text and "sequences at once" in text
 
 
+@pytest.mark.unit
 def test_llama7b_bf16_does_not_fit_8gib_and_says_why(llama: fit.ModelShape, home: Path) -> None:
     p = fit.plan(llama, get_profile("bf16", home), 8 * GIB)
     assert not p.fits and p.max_len == 0 and all(n == 0 for _, n in p.concurrency)
     assert "exceed the 8.00 GiB budget" in p.reason() and "4-bit profile" in p.reason()
 
 
+@pytest.mark.unit
 def test_smollm2_bf16_in_2gib_by_hand(smollm: fit.ModelShape, home: Path) -> None:
     p = fit.plan(smollm, get_profile("bf16", home), 2 * GIB, context=1000)
     acts = 2 * 2048 * (2 * 576 + 15 * 64 + 9 * 64 + 2 * 1536) * 2 + 2 * 256 * 49152 * 4
@@ -92,11 +97,13 @@ def test_smollm2_bf16_in_2gib_by_hand(smollm: fit.ModelShape, home: Path) -> Non
     assert p.max_len == 8192
 
 
+@pytest.mark.unit
 def test_structural_profiles_plan_their_smaller_shape(llama: fit.ModelShape, home: Path) -> None:
     assert fit.profile_shape(llama, get_profile("distilled", home)).layers == 17  # blocks 0, 2, ..., 30 and 31
     assert fit.profile_shape(llama, get_profile("pruned", home)).intermediate == 8256  # 0.75 x 11008 to a multiple of 32
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("text", "expected"), [
     ("8GiB", 8 * GIB), ("8G", 8 * GIB), ("7.5 GiB", int(7.5 * GIB)), ("8GB", 8_000_000_000),
     ("8000MiB", 8000 << 20), ("1024", 1024),
@@ -105,11 +112,13 @@ def test_parse_bytes(text: str, expected: int) -> None:
     assert fit.parse_bytes(text) == expected
 
 
+@pytest.mark.unit
 def test_parse_bytes_rejects_garbage() -> None:
     with pytest.raises(fit.FitError, match="cannot read"):
         fit.parse_bytes("eight gigs")
 
 
+@pytest.mark.unit
 def test_fit_cli_prints_the_table_and_exits_1_when_nothing_fits(tmp_path: Path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["fit", "--model", "shape:mistral-7b", "--profile", "gptq-4", "--vram", "8GiB",
@@ -126,6 +135,7 @@ def test_fit_cli_prints_the_table_and_exits_1_when_nothing_fits(tmp_path: Path) 
     assert bad.exit_code == 2 and "llama-7b" in bad.output
 
 
+@pytest.mark.unit
 def test_vram_budget_caps_context_on_gpu_and_only_logs_on_cpu(model_dir: Path, home: Path) -> None:
     settings = Settings(home=home, profile="bf16", max_model_len=None, vram_budget=2 * GIB)
     spec = get_profile("bf16", home)
@@ -140,12 +150,14 @@ def test_vram_budget_caps_context_on_gpu_and_only_logs_on_cpu(model_dir: Path, h
         apply_vram_budget(Settings(home=home, vram_budget=GIB), spec, model_dir, "cuda", "bfloat16")
 
 
+@pytest.mark.unit
 def test_vllm_engine_args_for_a_budget() -> None:
     args = budget_engine_args(MemoryBudget(8 * GIB, 2048, 256), 80 * GIB)
     assert args == {"gpu_memory_utilization": 0.1, "max_num_batched_tokens": 2048, "max_num_seqs": 256}
     assert budget_engine_args(MemoryBudget(8 * GIB, 2048, 256), 8 * GIB)["gpu_memory_utilization"] == 0.95
 
 
+@pytest.mark.server
 def test_serve_with_a_vram_budget_on_cpu_logs_the_plan_and_serves(home: Path, model_dir: Path) -> None:
     server = start_server("transformers", "bf16", home, "--vram-budget", "8GiB")
     try:
@@ -157,6 +169,7 @@ def test_serve_with_a_vram_budget_on_cpu_logs_the_plan_and_serves(home: Path, mo
         server.stop()
 
 
+@pytest.mark.unit
 def test_serve_rejects_an_unreadable_budget_before_loading(home: Path) -> None:
     server = start_server("transformers", "bf16", home, "--vram-budget", "eight", wait_ready=False)
     server.wait(server.exited)

@@ -29,6 +29,8 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server
 
+pytestmark = pytest.mark.server
+
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EXAMPLES = 50
 MAX_TOKENS = 4  # generated max_tokens above this are lowered: the fuzzer is after the API, not the model

@@ -16,6 +16,8 @@ from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
 from leanserve.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture()
 def loading_app(tmp_path: Path):  # noqa: ANN201

@@ -15,6 +15,8 @@ from leanserve.loadtest.summary import percentile, summarize, to_markdown
 from tests.conftest import ServerPool
 from tests.servers import API_KEY
 
+pytestmark = pytest.mark.server
+
 
 def test_lengths_parse_and_sample_within_bounds() -> None:
     rng = random.Random(0)

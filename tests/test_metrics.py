@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import httpx
+import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MODEL
-from tests.servers import API_KEY, Server
+from tests.servers import Server
+from tests.support import one, scrape
 
-
-def scrape(server: Server) -> dict[str, dict[tuple, float]]:
-    """{sample name: {sorted label items: value}}"""
-    text = httpx.get(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
-    out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return out
-
-
-def one(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
-    matches = [v for k, v in samples[name].items() if set(labels.items()) <= set(k)]
-    assert len(matches) == 1, (name, labels, samples.get(name))
-    return matches[0]
+pytestmark = pytest.mark.server
 
 
 def test_metrics_move_after_requests(server: Server, client: OpenAI) -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from tests.conftest import MODEL, ServerPool
 from tests.servers import API_KEY, Server
-from tests.test_metrics import one, scrape
+from tests.support import one, scrape, wait_until
+
+pytestmark = pytest.mark.server
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 LAB = {"profile": "bf16", "model": MODEL}
@@ -29,9 +31,11 @@ def limited(pool: ServerPool) -> Server:
 
 def _wait_idle(server: Server) -> None:
     """Poll (bounded) until the server has nothing generating."""
-    deadline = time.monotonic() + 60
-    while one(scrape(server), "leanserve_requests_running", **LAB) + one(scrape(server), "leanserve_requests_waiting", **LAB):
-        assert time.monotonic() < deadline, "a generation kept running"
+    def idle() -> bool:
+        samples = scrape(server)
+        return one(samples, "leanserve_requests_running", **LAB) + one(samples, "leanserve_requests_waiting", **LAB) == 0
+
+    wait_until(idle, what="the server going idle (nothing running or waiting)", deadline_s=60)
 
 
 def test_queue_full_is_429_at_once_and_a_long_stream_times_out(limited: Server) -> None:

@@ -14,7 +14,9 @@ from openai import OpenAI
 
 from tests.conftest import MODEL, ServerPool
 from tests.servers import API_KEY
-from tests.test_metrics import one, scrape
+from tests.support import one, scrape
+
+pytestmark = pytest.mark.server
 
 
 @pytest.mark.parametrize("profile", ["nf4", "int8"])
@@ -26,9 +28,10 @@ def test_quantized_profile_answers(pool: ServerPool, profile: str) -> None:
     assert "Paris" in r.choices[0].message.content
     info = one(scrape(server), "leanserve_model_info", profile=profile)
     assert info == 1
-    manifest = json.loads((pool.home / "artifacts" / MODEL / profile / "manifest.json").read_text())
-    assert manifest["kind"] == "runtime" and manifest["engine"] == "transformers"
-    assert manifest["load_time_s"] > 0 and manifest["memory_after_load"]["process_rss"] > 100e6
+    facts = json.loads((pool.home / "results" / MODEL / profile / "load-transformers.json").read_text())
+    assert facts["kind"] == "runtime" and facts["engine"] == "transformers"
+    assert facts["load_time_s"] > 0 and facts["memory_after_load"]["process_rss"] > 100e6
+    assert not (pool.home / "artifacts" / MODEL / profile).exists()  # serve writes nothing into the artifact store
 
 
 def test_quantized_profiles_use_less_memory_than_bf16(pool: ServerPool) -> None:

@@ -14,6 +14,8 @@ from tests.conftest import MODEL, ServerPool
 from tests.prometheus import Prometheus, start_prometheus, write_config
 from tests.servers import API_KEY, Server
 
+pytestmark = pytest.mark.server
+
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards" / "leanserve.json"
 
 

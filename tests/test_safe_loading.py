@@ -15,9 +15,12 @@ import pytest
 from leanserve.compressors.job import file_hashes
 from leanserve.errors import ProfileError
 from leanserve.models import DEFAULT_MODEL
+from leanserve.profiles.registry import get_profile
 from leanserve.profiles.store import MANIFEST, artifact_dir
 from leanserve.server.launch import weights_dir
 from leanserve.settings import Settings
+
+pytestmark = pytest.mark.unit
 
 PROFILE = "pruned"  # any profile with a build step
 
@@ -42,34 +45,37 @@ def _settings(home: Path, **kw: object) -> Settings:
     return Settings(home=home, profile=PROFILE, **kw)  # type: ignore[arg-type]
 
 
+def _weights_dir(settings: Settings) -> tuple[Path, str]:
+    return weights_dir(settings, get_profile(settings.profile, settings.home))
+
+
 def test_a_matching_artifact_is_accepted(tmp_path: Path) -> None:
     path = _artifact(tmp_path, GOOD)
-    assert weights_dir(_settings(tmp_path)) == (path, DEFAULT_MODEL)
+    assert _weights_dir(_settings(tmp_path)) == (path, DEFAULT_MODEL)
 
 
 def test_a_changed_file_is_refused_by_name(tmp_path: Path) -> None:
     path = _artifact(tmp_path, GOOD)
     (path / "model.safetensors").write_bytes(b"\x01" + b"\x00" * 4095)  # same size, one byte differs
     with pytest.raises(ProfileError, match=r"model\.safetensors does not match the sha256"):
-        weights_dir(_settings(tmp_path))
-    assert weights_dir(_settings(tmp_path, skip_verify=True))[0] == path  # the escape hatch
+        _weights_dir(_settings(tmp_path))
+    assert _weights_dir(_settings(tmp_path, skip_verify=True))[0] == path  # the escape hatch
 
 
 def test_a_missing_or_added_file_is_refused(tmp_path: Path) -> None:
     path = _artifact(tmp_path, GOOD)
     (path / "sub" / "tokenizer.json").unlink()
     with pytest.raises(ProfileError, match=r"missing sub/tokenizer\.json"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
     (path / "sub" / "tokenizer.json").write_bytes(b"{}")
-    (path / "evals-transformers.json").write_text("{}")  # `leanserve eval` keeps its results here: not an addition
-    assert weights_dir(_settings(tmp_path))[0] == path
-    (path / "sub" / "evals-transformers.json").write_text("{}")  # but only there, under that name
-    with pytest.raises(ProfileError, match=r"does not list: sub/evals-transformers\.json"):
-        weights_dir(_settings(tmp_path))
-    (path / "sub" / "evals-transformers.json").unlink()
+    assert _weights_dir(_settings(tmp_path))[0] == path
+    (path / "evals-transformers.json").write_text("{}")  # results live under <home>/results/: here it is an addition
+    with pytest.raises(ProfileError, match=r"does not list: evals-transformers\.json"):
+        _weights_dir(_settings(tmp_path))
+    (path / "evals-transformers.json").unlink()
     (path / "extra.safetensors").write_bytes(b"x")
     with pytest.raises(ProfileError, match=r"does not list: extra\.safetensors"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
 
 
 def test_a_killed_job_is_never_picked_up(tmp_path: Path) -> None:
@@ -78,11 +84,11 @@ def test_a_killed_job_is_never_picked_up(tmp_path: Path) -> None:
     tmp.mkdir(parents=True)
     (tmp / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(ProfileError, match="has no artifact"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
     # a final directory with weights but no manifest (half copied by hand) is not an artifact either
     _artifact(tmp_path, GOOD, manifest=False)
     with pytest.raises(ProfileError, match="has no artifact"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
 
 
 def test_a_truncated_manifest_is_refused(tmp_path: Path) -> None:
@@ -90,22 +96,22 @@ def test_a_truncated_manifest_is_refused(tmp_path: Path) -> None:
     text = (path / MANIFEST).read_text(encoding="utf-8")
     (path / MANIFEST).write_text(text[: len(text) // 2], encoding="utf-8")
     with pytest.raises(ProfileError, match="unreadable"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
 
 
 def test_pickle_weights_are_refused(tmp_path: Path) -> None:
     files = {"config.json": b'{"model_type": "llama"}', "pytorch_model.bin": b"\x80\x04pickle"}
     _artifact(tmp_path, files)
     with pytest.raises(ProfileError, match=r"only pickle weights \(pytorch_model\.bin\); leanserve loads safetensors only"):
-        weights_dir(_settings(tmp_path))
+        _weights_dir(_settings(tmp_path))
 
 
 def test_checkpoint_code_needs_trust_remote_code(tmp_path: Path) -> None:
     config = {"model_type": "custom", "auto_map": {"AutoModelForCausalLM": "modeling_custom.Model"}}
     _artifact(tmp_path, {**GOOD, "config.json": json.dumps(config).encode(), "modeling_custom.py": b"import os\n"})
     with pytest.raises(ProfileError, match="--trust-remote-code"):
-        weights_dir(_settings(tmp_path))
-    assert weights_dir(_settings(tmp_path, trust_remote_code=True))[0].is_dir()
+        _weights_dir(_settings(tmp_path))
+    assert _weights_dir(_settings(tmp_path, trust_remote_code=True))[0].is_dir()
 
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:

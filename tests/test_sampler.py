@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from leanserve.engines.base import SamplingOptions
 from leanserve.engines.sampler import RequestSampler, adjust_logits, pick_token
+
+pytestmark = pytest.mark.unit
 
 
 def test_greedy_takes_the_argmax() -> None:

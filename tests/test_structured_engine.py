@@ -15,6 +15,8 @@ from leanserve.engines.grammar import check_schema
 from leanserve.errors import InvalidRequest
 from leanserve.profiles.spec import LoadSpec
 
+pytestmark = pytest.mark.server
+
 
 class City(BaseModel):
     name: str

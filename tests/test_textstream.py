@@ -9,6 +9,8 @@ import pytest
 from leanserve.engines.tokenizer import Tokenizer
 from leanserve.server.textstream import TextStream, _held_suffix
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def tok(model_dir: Path) -> Tokenizer:

@@ -8,6 +8,8 @@ import pytest
 
 from leanserve.server.toolcalls import fallback_system_prompt, forced_schema, may_become_a_call, parse_auto, parse_forced
 
+pytestmark = pytest.mark.unit
+
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}

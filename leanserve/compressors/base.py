@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from leanserve.methods import MethodParams
 from leanserve.profiles.spec import ProfileSpec
 
 
@@ -15,6 +16,7 @@ class BuildContext:
     base_dir: Path  # the base model's HF directory
     out_dir: Path  # an empty temporary directory; the job renames it into place when build returns
     calib: str | None  # --calib: a named set or a file; compressors load what they need
+    params: MethodParams  # the method's validated Params (leanserve/methods/<method>.py), defaults filled in
 
 
 class Builder(Protocol):
@@ -22,19 +24,16 @@ class Builder(Protocol):
         """Write a loadable HF model directory into ctx.out_dir; return facts for the manifest."""
 
 
-def load_for_build(ctx: BuildContext, default_samples: int, default_seq_len: int,
-                   dtype: Any = None) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, calibration set) for a job, with the profile's calib_samples/calib_seq_len.
+def load_for_build(ctx: BuildContext, dtype: Any = None) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, calibration set) for a job, with its Params' calib_samples/calib_seq_len.
     float32 unless told otherwise: pruning statistics and training want full precision."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from leanserve.compressors.calibration import load_calibration
 
-    params = ctx.spec.params
     tokenizer = AutoTokenizer.from_pretrained(ctx.base_dir)
-    calib = load_calibration(ctx.calib, tokenizer, int(params.get("calib_samples", default_samples)),
-                             int(params.get("calib_seq_len", default_seq_len)))
+    calib = load_calibration(ctx.calib, tokenizer, ctx.params.calib_samples, ctx.params.calib_seq_len)
     model = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=dtype or torch.float32).eval()
     return model, tokenizer, calib
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leanserve.errors import InvalidRequest
-from leanserve.settings import data_root
+from leanserve.paths import data_root
 
 NAMED_SETS = {"wikitext2-valid": "wikitext-2/wiki.valid.tokens"}
 DEFAULT_SET = "wikitext2-valid"

@@ -17,12 +17,9 @@ from torch import nn
 from tqdm import tqdm
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
+from leanserve.methods.distill import Params, kept_layers
 
-
-def kept_layers(n_layers: int, keep_every: int) -> list[int]:
-    """Every keep_every-th block from the first, plus the last (it shapes the output distribution)."""
-    keep = list(range(0, n_layers, keep_every))
-    return keep if keep[-1] == n_layers - 1 else [*keep, n_layers - 1]
+__all__ = ["Params", "build"]
 
 
 def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
@@ -66,12 +63,12 @@ def train_against_teacher(student: nn.Module, teacher: nn.Module, samples: list[
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    params = ctx.spec.params
-    teacher, tokenizer, calib = load_for_build(ctx, 64, 256)
-    keep = kept_layers(teacher.config.num_hidden_layers, int(params.get("keep_every", 2)))
+    params: Params = ctx.params
+    teacher, tokenizer, calib = load_for_build(ctx)
+    keep = kept_layers(teacher.config.num_hidden_layers, params.keep_every)
     student = make_student(teacher, keep)
-    losses = train_against_teacher(student, teacher, calib.samples, steps=int(params.get("steps", 200)),
-                                   lr=float(params.get("lr", 1e-4)), ce_weight=float(params.get("ce_weight", 0.0)))
+    losses = train_against_teacher(student, teacher, calib.samples, steps=params.steps, lr=params.lr,
+                                   ce_weight=params.ce_weight)
     save_dense(ctx, student, tokenizer)
     head = losses[: max(1, len(losses) // 10)]
     tail = losses[-max(1, len(losses) // 10):]

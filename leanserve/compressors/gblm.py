@@ -17,6 +17,9 @@ from tqdm import tqdm
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
 from leanserve.compressors.gblm_score import gblm_scores, row_prune_mask, wanda_scores
+from leanserve.methods.gblm import Params
+
+__all__ = ["Params", "build"]
 
 GRAD_SCALE = 100.0  # the reference scales gradients before squaring, to keep fp16 sums away from zero
 
@@ -78,11 +81,11 @@ def prune_model(model: nn.Module, act_sq: dict[str, torch.Tensor], grad_l2: dict
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    params = ctx.spec.params
-    sparsity = float(params.get("sparsity", 0.5))
-    model, tokenizer, calib = load_for_build(ctx, 32, 512)
+    params: Params = ctx.params
+    sparsity = params.sparsity
+    model, tokenizer, calib = load_for_build(ctx)
     # gradient_term = false gives Wanda (|W| x ||X|| alone), the baseline GBLM is measured against
-    with_grad = bool(params.get("gradient_term", True))
+    with_grad = params.gradient_term
     act_sq, grad_l2 = collect_statistics(model, calib.samples, with_grad=with_grad)
     reached = prune_model(model, act_sq, grad_l2 if with_grad else None, sparsity)
     save_dense(ctx, model, tokenizer)

@@ -80,10 +80,12 @@ def run_job(spec: ProfileSpec, model: str | None, home: Path, calib: str | None 
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{spec.name}.tmp-"))
     started = time.perf_counter()
     try:
-        facts: dict[str, Any] = builder(BuildContext(spec=spec, base_dir=base_dir, out_dir=tmp, calib=calib))
+        params = spec.build_params
+        facts: dict[str, Any] = builder(BuildContext(spec=spec, base_dir=base_dir, out_dir=tmp, calib=calib, params=params))
         manifest = {
             "profile": spec.name,
             "spec": spec.model_dump(),
+            "params": params.model_dump(),  # every parameter the job ran with, defaults included
             "base_model": base_name,
             "base_model_dir": str(base_dir),
             "base_model_sha256": weights_sha256(base_dir),

@@ -1,8 +1,8 @@
-"""GPTQ and AWQ through llm-compressor's `oneshot`, saved in compressed-tensors format (what vLLM
-serves with its Marlin/Machete kernels).
+"""What the GPTQ and AWQ jobs (gptq.py, awq.py) share: llm-compressor's `oneshot`, saved in
+compressed-tensors format (what vLLM serves with its Marlin/Machete kernels).
 
 AutoAWQ, named in the design card, is archived and pins an old torch; its algorithm lives on in
-llm-compressor's AWQModifier, which is what runs here.
+llm-compressor's AWQModifier, which is what runs here. llm-compressor is imported inside functions only.
 """
 
 from __future__ import annotations
@@ -12,17 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from leanserve.compressors.base import BuildContext, load_for_build
-
-GROUP_SIZES = (128, 64, 32)  # the first that divides every quantized layer's input width is used
-
-
-def group_size_for(in_features: list[int], wanted: int) -> int:
-    """`wanted` if it divides every layer's columns, else the largest smaller one from GROUP_SIZES that
-    does. SmolLM2-135M (hidden 576 = 4.5 x 128) gets 64; 7B-class models (4096, 11008) keep 128."""
-    for g in (wanted, *(g for g in GROUP_SIZES if g < wanted)):
-        if all(n % g == 0 for n in in_features):
-            return g
-    raise ValueError(f"no group size in {GROUP_SIZES} divides every layer width {sorted(set(in_features))}")
+from leanserve.methods.groups import group_size_for
 
 
 def weight_scheme(model: Any, preset: str, wanted_group: int) -> tuple[Any, int | None]:
@@ -39,14 +29,14 @@ def weight_scheme(model: Any, preset: str, wanted_group: int) -> tuple[Any, int 
     return scheme, group
 
 
-def _load(ctx: BuildContext) -> tuple[Any, Any, Any]:
+def load(ctx: BuildContext) -> tuple[Any, Any, Any]:
     import torch
 
     # float32 on CPU (bf16 matmuls are slow there), bf16 on a GPU
-    return load_for_build(ctx, 128, 512, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    return load_for_build(ctx, torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
 
-def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, calib: Any, recipe: list[Any]) -> dict[str, Any]:
+def run_oneshot(ctx: BuildContext, model: Any, tokenizer: Any, calib: Any, recipe: list[Any]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -60,20 +50,8 @@ def _oneshot(ctx: BuildContext, model: Any, tokenizer: Any, calib: Any, recipe: 
     return {"calibration": calib.describe(), "format": "compressed-tensors"}
 
 
-def build_gptq(ctx: BuildContext) -> dict[str, Any]:
-    from llmcompressor.modifiers.quantization import GPTQModifier
-
-    params = ctx.spec.params
-    preset = str(params.get("scheme", "W4A16"))
-    model, tokenizer, calib = _load(ctx)
-    scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
-    modifier = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"],
-                            dampening_frac=float(params.get("dampening_frac", 0.01)))
-    return {**_oneshot(ctx, model, tokenizer, calib, [modifier]), "scheme": preset, "group_size": group}
-
-
 @contextlib.contextmanager
-def _no_pinned_memory_without_cuda() -> Iterator[None]:
+def no_pinned_memory_without_cuda() -> Iterator[None]:
     """llm-compressor 0.14's AWQ pins its cached calibration tensors in page-locked memory for fast
     GPU copies, unconditionally; a CPU-only torch cannot pin ("Cannot access accelerator device").
     Without CUDA there is nothing to copy to, so pinning is skipped for the duration of the job."""
@@ -89,17 +67,3 @@ def _no_pinned_memory_without_cuda() -> Iterator[None]:
         yield
     finally:
         IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
-
-
-def build_awq(ctx: BuildContext) -> dict[str, Any]:
-    from llmcompressor.modifiers.quantization import QuantizationModifier
-    from llmcompressor.modifiers.transform import AWQModifier
-
-    params = ctx.spec.params
-    preset = str(params.get("scheme", "W4A16_ASYM"))
-    model, tokenizer, calib = _load(ctx)
-    scheme, group = weight_scheme(model, preset, int(params.get("group_size", 128)))
-    recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
-    with _no_pinned_memory_without_cuda():
-        facts = _oneshot(ctx, model, tokenizer, calib, recipe)
-    return {**facts, "scheme": preset, "group_size": group}

@@ -15,8 +15,9 @@ from torch import nn
 from tqdm import tqdm
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
+from leanserve.methods.prune import Params, kept_width
 
-CHANNEL_MULTIPLE = 32  # kernels (and vLLM's) like dimensions that are multiples of 32
+__all__ = ["Params", "build"]
 
 
 def channel_importance(mean_abs_hidden: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
@@ -63,23 +64,23 @@ def mlp_hidden_means(model: nn.Module, samples: list[list[int]]) -> list[torch.T
 
 
 def build(ctx: BuildContext) -> dict[str, Any]:
-    params = ctx.spec.params
-    model, tokenizer, calib = load_for_build(ctx, 32, 512)
+    params: Params = ctx.params
+    model, tokenizer, calib = load_for_build(ctx)
     before = sum(p.numel() for p in model.parameters())
     old = model.config.intermediate_size
-    keep = max(CHANNEL_MULTIPLE, round(old * float(params.get("mlp_keep", 0.75)) / CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE)
+    keep = kept_width(old, params.mlp_keep)
     means = mlp_hidden_means(model, calib.samples)
     for layer, mean in tqdm(list(zip(model.get_decoder().layers, means)), desc="pruning MLP channels"):
         shrink_mlp(layer.mlp, kept_channels(channel_importance(mean, layer.mlp.down_proj.weight), keep))
     model.config.intermediate_size = keep
-    heal = int(params.get("heal_steps", 0))
+    heal = params.heal_steps
     if heal:
         from transformers import AutoModelForCausalLM
 
         from leanserve.compressors.distill import train_against_teacher
 
         teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
-        train_against_teacher(model, teacher, calib.samples, steps=heal, lr=float(params.get("lr", 1e-4)))
+        train_against_teacher(model, teacher, calib.samples, steps=heal, lr=params.lr)
     after = sum(p.numel() for p in model.parameters())
     save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "intermediate_size": {"before": old, "after": keep},

@@ -119,11 +119,11 @@ class TransformersEngine(Engine):
             return BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=bool(load.runtime_options.get("double_quant", True)),
+                bnb_4bit_use_double_quant=load.runtime_options["double_quant"],
                 bnb_4bit_compute_dtype=getattr(torch, self.config.dtype),
             )
         if load.runtime_quant == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(load.runtime_options.get("threshold", 6.0)))
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=load.runtime_options["threshold"])
         return None
 
     def _load(self) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from leanserve.errors import LeanserveError
-from leanserve.profiles.store import RESULTS_GLOB, model_slug
 
 ACCURACY_SUITES = {"mmlu": "MMLU", "bbh": "BBH", "race-h": "RACE-H", "arc-challenge": "ARC-C", "gsm8k": "GSM8K"}
 MB = 1e6
@@ -57,10 +56,6 @@ class Row:
     @property
     def mean_accuracy(self) -> float | None:
         return sum(self.scores.values()) / len(self.scores) if self.scores else None
-
-
-def find_results(home: Path, model: str) -> list[Path]:
-    return sorted((home / "artifacts" / model_slug(model)).glob(f"*/{RESULTS_GLOB}"))
 
 
 def _peak_memory(server: dict[str, Any]) -> tuple[float | None, str]:

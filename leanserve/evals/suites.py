@@ -6,7 +6,6 @@ One registry, like `compressors.REGISTRY`: adding a suite = one function + one l
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import defaultdict
 from collections.abc import Callable
@@ -67,7 +66,7 @@ def arc_suite(client: EvalClient, opt: SuiteOptions) -> dict:
 
 
 def race_suite(client: EvalClient, opt: SuiteOptions) -> dict:
-    path = opt.race_file or (Path(os.environ["LEANSERVE_RACE_FILE"]) if os.environ.get("LEANSERVE_RACE_FILE") else None)
+    path = opt.race_file  # --race-file (the CLI also reads LEANSERVE_RACE_FILE into it)
     if path is None or not path.exists():
         raise EvalDataMissing("RACE-H has no offline copy here: pass --race-file race_high_test.jsonl "
                               "(Hugging Face EleutherAI/race rows, or the original per-article JSON lines)")

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 
 KINDS = {"fixed": 1, "uniform": 2, "normal": 2, "lognormal": 2}
+DEFAULT = "uniform:16:128"  # prompt and answer lengths of a load test unless told otherwise
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 
 from locust import HttpUser, between, constant, events, task
 
+from leanserve.loadtest import lengths
 from leanserve.loadtest.lengths import Lengths
 
 WORDS = ("time year people way day man thing woman life child world school state family student group country "
@@ -37,9 +38,9 @@ TTFT_NAME, ITL_NAME, TPS_NAME = "time to first token", "inter-token latency", "o
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
-    parser.add_argument("--prompt-tokens", env_var="LEANSERVE_LT_PROMPT_TOKENS", default="uniform:16:128",
+    parser.add_argument("--prompt-tokens", env_var="LEANSERVE_LT_PROMPT_TOKENS", default=lengths.DEFAULT,
                         help="Prompt length distribution in words (about one token each)")
-    parser.add_argument("--answer-tokens", env_var="LEANSERVE_LT_ANSWER_TOKENS", default="uniform:16:128",
+    parser.add_argument("--answer-tokens", env_var="LEANSERVE_LT_ANSWER_TOKENS", default=lengths.DEFAULT,
                         help="max_tokens distribution for the answers")
     parser.add_argument("--model", env_var="LEANSERVE_LT_MODEL", default="",
                         help="Model name to send (default: the first of GET /v1/models)")

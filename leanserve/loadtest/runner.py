@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from leanserve.errors import LeanserveError
+from leanserve.loadtest import lengths
 from leanserve.loadtest.lengths import Lengths
 from leanserve.loadtest.plot import plot
 from leanserve.loadtest.summary import locust_failures, read_records, summarize, to_markdown
@@ -39,8 +40,8 @@ class LoadtestConfig:
     users: int = 4
     spawn_rate: float = 1.0
     duration_s: int = 60
-    prompt_tokens: str = "uniform:16:128"
-    answer_tokens: str = "uniform:16:128"
+    prompt_tokens: str = lengths.DEFAULT
+    answer_tokens: str = lengths.DEFAULT
     model: str | None = None
     temperature: float = 0.7
     think_time_s: float = 0.0

@@ -19,8 +19,20 @@ def _parse(text: str, source: str) -> ProfileSpec:
     try:
         data = tomllib.loads(text)
         return ProfileSpec(**data, source=source)
-    except (tomllib.TOMLDecodeError, ValidationError, TypeError) as exc:
+    except ValidationError as exc:
+        raise ProfileError(f"profile file {source} is invalid: {validation_message(exc)}", param="profile") from exc
+    except (tomllib.TOMLDecodeError, TypeError) as exc:
         raise ProfileError(f"profile file {source} is invalid: {exc}", param="profile") from exc
+
+
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line: 'field: message' for each (the params check names key and allowed ones)."""
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(map(str, e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
 
 
 def load_profiles(home: Path) -> dict[str, ProfileSpec]:
@@ -45,3 +57,11 @@ def get_profile(name: str, home: Path) -> ProfileSpec:
         known = ", ".join(sorted(profiles))
         raise ProfileError(f"unknown profile {name!r}; known profiles: {known}", param="profile")
     return profiles[name]
+
+
+def with_params(spec: ProfileSpec, overrides: dict[str, object]) -> ProfileSpec:
+    """`spec` with some params replaced (`compress --param`), validated like a TOML's (a typo is refused)."""
+    try:
+        return spec.with_params(overrides)
+    except ValidationError as exc:
+        raise ProfileError(f"--param: {validation_message(exc)}", param="param") from exc

@@ -1,5 +1,8 @@
 """Where artifacts live: `<home>/artifacts/<model>/<profile>/` with a `manifest.json`.
 
+Write-once, by `leanserve compress` only; `serve` and `eval` record what they measure under
+`<home>/results/` (leanserve/results.py), so the startup check sees exactly what was built.
+
 A directory without a manifest is not an artifact: compressors write into a temporary sibling and
 rename it into place only when complete, so a killed job never leaves something that loads.
 """
@@ -17,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from leanserve.profiles.spec import ProfileSpec
 
 MANIFEST = "manifest.json"
-RESULTS_GLOB = "evals-*.json"  # `leanserve eval` results kept beside an artifact (evals-<engine>.json); never loaded
 Status = Literal["runtime", "built", "not built"]
 
 
@@ -48,15 +50,6 @@ def read_manifest(path: Path) -> Manifest | None:
         return None
     data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     return Manifest(**data)
-
-
-def write_runtime_manifest(path: Path, facts: dict[str, Any]) -> None:
-    """Record how a load-time profile (nf4, int8) loaded: written once per (model, profile, engine),
-    atomically (temp file, then rename), beside where a built artifact would live."""
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(facts, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path / MANIFEST)
 
 
 def status(spec: ProfileSpec, home: Path, model: str) -> Status:

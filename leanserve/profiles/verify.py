@@ -3,7 +3,7 @@
 - Weights must be safetensors: pickle formats (`*.bin`, `*.pt`, ...) can run code when unpickled.
 - A model that ships its own code (`auto_map` in config.json) needs `--trust-remote-code`.
 - An artifact's files must match the sha256 its manifest recorded, and nothing may have been added
-  (but `leanserve eval`'s results files, evals-<engine>.json, which no loader reads).
+  (only `compress` writes the artifact store; results live under <home>/results/).
 
 Every refusal is a ProfileError (the CLI exits 2 with its message); nothing here imports torch.
 """
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from leanserve.errors import ProfileError
-from leanserve.profiles.store import MANIFEST, RESULTS_GLOB, Manifest, sha256_file
+from leanserve.profiles.store import MANIFEST, Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ def verify_artifact(path: Path, manifest: Manifest) -> None:
                            f"leanserve compress --profile {manifest.profile} --force", param="profile")
     started = time.perf_counter()
     present = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - {MANIFEST}
-    present -= {p.name for p in path.glob(RESULTS_GLOB)}  # eval results written after the build; no loader reads them
     extra = sorted(present - set(manifest.files))
     if extra:
         raise ProfileError(f"artifact {path} has files its manifest does not list: {', '.join(extra[:5])}; "

@@ -23,15 +23,9 @@ from leanserve.errors import ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
 from leanserve.profiles.spec import ProfileSpec
-from leanserve.profiles.store import (
-    MANIFEST,
-    artifact_dir,
-    dir_size,
-    model_slug,
-    read_manifest,
-    write_runtime_manifest,
-)
+from leanserve.profiles.store import MANIFEST, artifact_dir, dir_size, model_slug, read_manifest
 from leanserve.profiles.verify import check_remote_code, check_weight_format, verify_artifact
+from leanserve.results import load_facts_path, write_json
 from leanserve.server.app import build_app
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
@@ -40,10 +34,9 @@ from leanserve.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def weights_dir(settings: Settings) -> tuple[Path, str]:
-    """(directory the engine loads, base model name) for the settings' model and profile."""
-    """Refuses, before anything loads, what is unsafe or not what was built (see profiles/verify.py)."""
-    spec = get_profile(settings.profile, settings.home)
+def weights_dir(settings: Settings, spec: ProfileSpec) -> tuple[Path, str]:
+    """(directory the engine loads, base model name) for the settings' model and `spec`.
+    Refuses, before anything loads, what is unsafe or not what was built (see profiles/verify.py)."""
     base_name = settings.model or models.DEFAULT_MODEL
     if not spec.needs_artifact:
         path = models.resolve(settings.model, settings.home)
@@ -100,8 +93,8 @@ def apply_vram_budget(settings: Settings, spec: ProfileSpec, path: Path, device:
 
 
 def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
-    spec = get_profile(settings.profile, settings.home)
-    path, base_name = weights_dir(settings)
+    spec = get_profile(settings.profile, settings.home)  # resolved once per start; everything below gets it
+    path, base_name = weights_dir(settings, spec)
     device = resolve_device(settings.device)
     choice = choose_engine(settings.engine, spec, device)
     dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec.load, device)
@@ -121,13 +114,16 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     return state, config
 
 
-def record_runtime_load(state: ServerState, load_time_s: float) -> None:
-    """Load-time profiles (nf4, int8) have no build step; their manifest records how they loaded."""
-    if state.spec.needs_artifact or state.engine is None:
+def record_load(state: ServerState, load_time_s: float) -> None:
+    """How the profile loaded (time, memory, engine, dtype), under <home>/results/, never in the artifact
+    store (only `compress` writes there). Load-time profiles (nf4, int8) have no build manifest: this is theirs."""
+    if state.engine is None:
         return
     memory = state.engine.memory()
-    write_runtime_manifest(artifact_dir(state.settings.home, state.base_model, state.spec.name), {
-        "profile": state.spec.name, "kind": "runtime", "spec": state.spec.model_dump(),
+    path = load_facts_path(state.settings.home, state.base_model, state.spec.name, state.engine_name)
+    write_json(path, {
+        "profile": state.spec.name, "kind": "built" if state.spec.needs_artifact else "runtime",
+        "spec": state.spec.model_dump(),
         "base_model": state.base_model, "engine": state.engine_name, "device": state.engine.config.device,
         "dtype": state.engine.config.dtype, "load_time_s": round(load_time_s, 2),
         "memory_after_load": {k: v for k, v in vars(memory).items() if v is not None},
@@ -188,7 +184,7 @@ def serve(settings: Settings) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = build_app(state, config, on_fatal=stop, on_ready=record_runtime_load)
+    app = build_app(state, config, on_fatal=stop, on_ready=record_load)
     # after the drain, uvicorn itself only waits for responses that are already complete to flush
     uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                                timeout_graceful_shutdown=max(1, min(5, int(settings.shutdown_grace))))
