@@ -27,6 +27,7 @@ from leanserve.engines.base import (
     TokenLogprob,
 )
 from leanserve.engines.tokenizer import Tokenizer
+from leanserve.engines.grammar import ANY_OBJECT
 from leanserve.profiles.spec import LoadSpec
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def engine_kwargs(cfg: EngineConfig) -> dict[str, Any]:
         "dtype": cfg.dtype,
         "trust_remote_code": cfg.trust_remote_code,
         "max_model_len": cfg.max_model_len,
+        # compact JSON, as our own sampler decodes it: vLLM reads this flag per engine, not per request
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
     if cfg.load.runtime_quant == "nf4":
         kwargs["quantization"] = "bitsandbytes"  # its own loader, which reads safetensors too
@@ -144,8 +147,8 @@ class VllmEngine(Engine):
         opts = request.sampling
         structured = None
         if opts.structured is not None:  # vLLM's own structured-output backend (xgrammar by default)
-            structured = (StructuredOutputsParams(json=opts.structured.schema, disable_any_whitespace=True)
-                          if opts.structured.schema else StructuredOutputsParams(json_object=True, disable_any_whitespace=True))
+            # json_object as the schema {"type": "object"}, as our sampler reads it (grammar.py)
+            structured = StructuredOutputsParams(json=opts.structured.schema or ANY_OBJECT)
         return SamplingParams(
             structured_outputs=structured,
             max_tokens=opts.max_tokens,
