@@ -53,6 +53,8 @@ def serve(
     max_n: Annotated[int, typer.Option(envvar="LEANSERVE_MAX_N", help="Most choices (n x prompts) one request may ask for.")] = 8,
     max_queue: Annotated[int | None, typer.Option(envvar="LEANSERVE_MAX_QUEUE", min=1, help="Most generation requests in flight (running or waiting); past it 429 with Retry-After (default: no limit).")] = None,
     request_timeout: Annotated[float | None, typer.Option(envvar="LEANSERVE_REQUEST_TIMEOUT", min=0.001, help="Seconds a generation request may take; past it, it is aborted with 504 (default: no limit).")] = None,
+    body_timeout: Annotated[float, typer.Option(envvar="LEANSERVE_BODY_TIMEOUT", min=0.001, help="Seconds a generation request's body may take to arrive (read before it takes a --max-queue slot); past it 408.")] = 30.0,
+    header_timeout: Annotated[float, typer.Option(envvar="LEANSERVE_HEADER_TIMEOUT", min=0.001, help="Seconds a connection may take to send a request's headers; past it the connection is closed.")] = 10.0,
     shutdown_grace: Annotated[float, typer.Option(envvar="LEANSERVE_SHUTDOWN_GRACE", min=0, help="On SIGTERM, seconds running requests get to finish while new ones get 503.")] = 30.0,
     trust_remote_code: Annotated[bool, typer.Option(envvar="LEANSERVE_TRUST_REMOTE_CODE", help="Allow model code from the checkpoint (off: safer).")] = False,
     skip_verify: Annotated[bool, typer.Option(envvar="LEANSERVE_SKIP_VERIFY", help="Do not check an artifact's files against its manifest's sha256 at startup.")] = False,
@@ -76,6 +78,7 @@ def serve(
                             served_model_name=served_model_name, max_body_bytes=max_body_bytes, max_n=max_n,
                             trust_remote_code=trust_remote_code, log_level=log_level, vram_budget=budget,
                             public_metrics=public_metrics, max_queue=max_queue, request_timeout=request_timeout,
+                            body_timeout=body_timeout, header_timeout=header_timeout,
                             shutdown_grace=shutdown_grace, skip_verify=skip_verify)
         run(settings)
     except LeanserveError as exc:

@@ -43,6 +43,8 @@ class Settings:
     public_metrics: bool = False  # /metrics without the key (a scraper on a private network)
     max_queue: int | None = None  # generations running or waiting at once; past it 429 (None: unbounded)
     request_timeout: float | None = None  # seconds a request may run before it is aborted with 504
+    body_timeout: float = 30.0  # seconds a generation request's body may take to arrive; past it 408
+    header_timeout: float = 10.0  # seconds a connection may take to send a request's headers; past it closed
     shutdown_grace: float = 30.0  # seconds running requests get to finish after SIGTERM
     skip_verify: bool = False  # skip the sha256 check of an artifact's files at startup
 
