@@ -62,6 +62,10 @@ class Settings:
                                     "Retry-After (default: no limit).", min=1)
     request_timeout: float | None = setting(None, "Seconds a generation request may take; past it, it is aborted "
                                             "with 504 (default: no limit).", min=0.001)
+    body_timeout: float = setting(30.0, "Seconds a generation request's body may take to arrive (read before it "
+                                  "takes a --max-queue slot); past it 408.", min=0.001)
+    header_timeout: float = setting(10.0, "Seconds a connection may take to send a request's headers; past it the "
+                                    "connection is closed.", min=0.001)
     shutdown_grace: float = setting(30.0, "On SIGTERM, seconds running requests get to finish while new ones get 503.",
                                     min=0)
     trust_remote_code: bool = setting(False, "Allow model code from the checkpoint (off: safer).")

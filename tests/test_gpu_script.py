@@ -128,7 +128,8 @@ def test_direct_engine_gets_leanserve_engine_arguments(monkeypatch: pytest.Monke
     spec = get_profile("bf16", Path("/nonexistent"))
     plain = engine_kwargs(EngineConfig("/m", spec.load, "cuda", "bfloat16", max_model_len=1024))
     assert plain == {"model": "/m", "dtype": "bfloat16", "trust_remote_code": False, "max_model_len": 1024,
-                     "load_format": "safetensors"}
+                     "load_format": "safetensors",
+                     "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
     monkeypatch.setattr(memory, "gpu_total_bytes", lambda: 80 * GiB)
     budget = engine_kwargs(EngineConfig("/m", spec.load, "cuda", "bfloat16", memory_budget=MemoryBudget(8 * GiB, 2048, 256)))
     assert (budget["gpu_memory_utilization"], budget["max_num_seqs"]) == (0.1, 256)

@@ -189,16 +189,23 @@ class VllmEngine(Engine):
                 await self._engine.abort(request.request_id)
 
     async def score(self, prompt_ids: list[int], top_logprobs: int) -> list[TokenLogprob | None]:
+        """vLLM computes prompt logprobs itself (chunked, in its own memory); a cancelled request (timeout
+        or client gone) is aborted in vLLM, so its work stops there too, as generate()'s does."""
         import uuid
 
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         params = SamplingParams(max_tokens=1, prompt_logprobs=top_logprobs, detokenize=False)
+        request_id = f"score-{uuid.uuid4().hex}"
         final = None
-        async for out in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, f"score-{uuid.uuid4().hex}"):
-            final = out
-        assert final is not None and final.prompt_logprobs is not None
+        try:
+            async for out in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params, request_id):
+                final = out
+        finally:
+            if final is None or not final.finished:
+                await self._engine.abort(request_id)
+        assert final.prompt_logprobs is not None
         entries = final.prompt_logprobs
         return [None, *_to_token_logprobs(prompt_ids[1:], entries[1:], top_logprobs)]
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from leanserve.engines import engine_class
 from leanserve.engines.base import EngineConfig
@@ -66,6 +67,10 @@ def build_app(state: ServerState, config: EngineConfig, on_fatal: Callable[[], N
     app.state.leanserve = state
     app.include_router(router)
     register_error_handlers(app)
-    app.add_middleware(GuardMiddleware, state=state, admission=state.admission)  # type: ignore[arg-type]
+    # the routes metric labels come from: ours, and FastAPI's own (/docs, /openapi.json); FastAPI wraps
+    # an included router in an object that matches on its behalf, so ours are taken from the router
+    label_routes = [*router.routes, *(r for r in app.router.routes if isinstance(r, Route))]
+    app.add_middleware(GuardMiddleware, state=state, admission=state.admission,  # type: ignore[arg-type]
+                       routes=label_routes)
     install_openapi(app)
     return app

@@ -6,10 +6,11 @@ Exception handlers are registered here, in one place; routes just raise.
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from leanserve.engines.base import EngineError
@@ -18,8 +19,10 @@ from leanserve.errors import LeanserveError
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-          413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
+          408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
           504: "timeout_error"}
+CLIENT_CLOSED = 499  # nginx's "client closed request": counted in leanserve_requests_total, never sent
+requests_log = logging.getLogger("leanserve.requests")
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
@@ -54,7 +57,36 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 
 async def _leanserve_error(request: Request, exc: LeanserveError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code)
+    return JSONResponse(error_body(exc.message, exc.error_type, exc.param, exc.code), status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+class QueueFull(LeanserveError):
+    """--max-queue requests already hold a slot; the client should retry after `retry_after` s."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, limit: int | None, retry_after: int) -> None:
+        super().__init__(f"The server is at its limit of {limit} requests in flight (--max-queue); retry after "
+                         f"{retry_after} s.", code="queue_full")
+        self.headers = {"retry-after": str(retry_after)}
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its answer was ready; its work has been stopped."""
+
+    def __init__(self, route: str, started: float) -> None:
+        super().__init__(f"client closed the connection on {route}")
+        self.route, self.started = route, started
+
+
+async def _client_disconnected(request: Request, exc: ClientDisconnected) -> Response:
+    """An expected end, not an error: one INFO line, no traceback. The 499 goes to the metrics (the
+    middleware counts the status it sees); the transport drops it, since nobody is listening."""
+    requests_log.info("%s %s %d client closed the connection after %.0f ms; its work was stopped",
+                      request.method, exc.route, CLIENT_CLOSED, (time.perf_counter() - exc.started) * 1000)
+    return Response(status_code=CLIENT_CLOSED)
 
 
 class BodyTooLarge(Exception):
@@ -96,6 +128,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(LeanserveError, _leanserve_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(EngineError, _engine_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -27,6 +27,7 @@ from leanserve.profiles.store import MANIFEST, artifact_dir, dir_size, model_slu
 from leanserve.profiles.verify import check_remote_code, check_weight_format, verify_artifact
 from leanserve.results import load_facts_path, write_json
 from leanserve.server.app import build_app
+from leanserve.server.http import with_header_timeout
 from leanserve.server.metrics import ServerMetrics
 from leanserve.server.state import ServerState
 from leanserve.settings import Settings
@@ -187,7 +188,8 @@ def serve(settings: Settings) -> None:
     app = build_app(state, config, on_fatal=stop, on_ready=record_load)
     # after the drain, uvicorn itself only waits for responses that are already complete to flush
     uv_config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                               timeout_graceful_shutdown=max(1, min(5, int(settings.shutdown_grace))))
+                               timeout_graceful_shutdown=max(1, min(5, int(settings.shutdown_grace))),
+                               http=with_header_timeout(settings.header_timeout))
     server = DrainingServer(uv_config, state, settings.shutdown_grace)
     server.run()
     if state.status == "failed":

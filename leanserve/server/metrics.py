@@ -21,7 +21,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RATE_WINDOW_S = 10.0
-REJECT_REASONS = ("queue_full", "timeout")
+REJECT_REASONS = ("queue_full", "timeout", "body_timeout")
 
 
 class _LiveCollector(Collector):
@@ -75,8 +75,10 @@ class ServerMetrics:
                              labels, registry=r)
         self.waiting = Gauge(f"{PREFIX}_requests_waiting", "Generations submitted that have no token yet",
                              labels, registry=r)
-        self.rejected = Counter(f"{PREFIX}_requests_rejected", "Requests turned away (429 queue_full) or aborted "
-                                "(504 timeout), by reason", [*labels, "reason"], registry=r)
+        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Generation requests holding an admission slot "
+                               "(what --max-queue bounds)", labels, registry=r).labels(profile, model)
+        self.rejected = Counter(f"{PREFIX}_requests_rejected", "Requests turned away (429 queue_full, 408 "
+                                "body_timeout) or aborted (504 timeout), by reason", [*labels, "reason"], registry=r)
         self.artifact_size = Gauge(f"{PREFIX}_artifact_size_bytes", "Size on disk of the weights being served",
                                    labels, registry=r)
         self.info = Info(f"{PREFIX}_model", "What is being served", registry=r)

@@ -16,6 +16,7 @@ ERRORS = {
     400: "Invalid request (bad JSON, wrong types, values out of range, prompt longer than the context)",
     401: "Missing or invalid API key",
     404: "Unknown model or route",
+    408: "The request body did not arrive within --body-timeout",
     413: "Request body larger than --max-body-bytes",
     429: "More requests in flight than --max-queue; see the Retry-After header",
     503: "The model is loading, failed to load, or the server is draining for shutdown",

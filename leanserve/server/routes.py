@@ -8,8 +8,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -19,7 +19,9 @@ from leanserve.engines.base import Engine, TokenLogprob
 from leanserve.engines.grammar import check_schema
 from leanserve.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from leanserve.server import toolcalls
+from leanserve.server.errors import ClientDisconnected
 from leanserve.server.generation import ChoiceEvent, merge, run_choice
+from leanserve.server.middleware import ADMIT
 from leanserve.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -32,6 +34,7 @@ from leanserve.server.state import ServerState
 
 log = logging.getLogger("leanserve.requests")
 router = APIRouter()
+T = TypeVar("T")
 
 
 def _state(request: Request) -> ServerState:
@@ -100,29 +103,38 @@ async def _wait_disconnect(request: Request) -> None:
         pass
 
 
-async def _collect(request: Request, events: AsyncIterator[ChoiceEvent], n: int) -> list[list[ChoiceEvent]]:
-    """Gather every event of a non-streamed request; stop generating if the client disconnects."""
-    per_choice: list[list[ChoiceEvent]] = [[] for _ in range(n)]
-
-    async def drain() -> None:
-        async for event in events:
-            per_choice[event.index].append(event)
-
-    work = asyncio.create_task(drain())
+async def _until_disconnect(request: Request, work: Awaitable[T], route: str, started: float) -> T:
+    """Run the work of a non-streamed request while watching its connection; if the client leaves,
+    cancel the work (engine streams close, scoring stops at its next chunk), wait until it has
+    stopped, and raise ClientDisconnected (logged once, counted 499)."""
+    task = asyncio.ensure_future(work)
     gone = asyncio.create_task(_wait_disconnect(request))
     try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not work.done():
-            work.cancel()  # client left: cancelling the drain closes every engine stream
-            # wait until it has (cancel() only asks): reading its state before raised InvalidStateError,
-            # a 500 for every client that hung up on a non-streamed request (found by the fuzz tests)
-            await asyncio.wait({work})
-    if work.cancelled():
-        raise asyncio.CancelledError("client disconnected")
-    work.result()
+        if not task.done():
+            task.cancel()
+            # wait until it has stopped (cancel() only asks): reading its state before raised
+            # InvalidStateError, a 500 for every client that hung up (found by the fuzz tests)
+            await asyncio.wait({task})
+    if task.cancelled():
+        raise ClientDisconnected(route, started)
+    return task.result()
+
+
+async def _gather(events: AsyncIterator[ChoiceEvent], n: int) -> list[list[ChoiceEvent]]:
+    """Every event of a non-streamed request, by choice."""
+    per_choice: list[list[ChoiceEvent]] = [[] for _ in range(n)]
+    async for event in events:
+        per_choice[event.index].append(event)
     return per_choice
+
+
+def _admit(request: Request) -> None:
+    """Take an admission slot (429 past --max-queue): only once the body has passed every cheap check,
+    so invalid or slow requests never hold one. The middleware releases it when the response ends."""
+    request.scope[ADMIT]()
 
 
 def _sse(payload: dict[str, Any]) -> str:
@@ -164,7 +176,7 @@ def _legacy_logprobs(engine: Engine, entries: list[TokenLogprob | None], token_i
 
 
 # --- routes -------------------------------------------------------------------------------------------------------
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
     body = {"status": state.status, "profile": state.spec.name, "model": state.served_model,
@@ -179,12 +191,21 @@ async def metrics(request: Request) -> PlainTextResponse:
     return PlainTextResponse(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _model_card(state: ServerState) -> dict[str, Any]:
+    return {"id": state.served_model, "object": "model", "created": state.created, "owned_by": "leanserve",
+            "profile": state.spec.name, "max_model_len": state.engine.max_model_len if state.engine else None}
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_card(_state(request))]}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
     state = _state(request)
-    return {"object": "list", "data": [{"id": state.served_model, "object": "model", "created": state.created,
-                                        "owned_by": "leanserve", "profile": state.spec.name,
-                                        "max_model_len": state.engine.max_model_len if state.engine else None}]}
+    _check_model(state, model_id)
+    return _model_card(state)
 
 
 @router.post("/v1/chat/completions")
@@ -199,7 +220,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     offered = body.tool_dicts if mode != "none" else []
     knows_tools = engine.tokenizer.template_knows_tools
     messages = toolcalls.template_messages(body.messages, offered, knows_tools)
-    prompt_ids = engine.tokenizer.apply_chat_template(messages, tools=offered if knows_tools else None)
+    _admit(request)
+    prompt_ids = await asyncio.to_thread(engine.tokenizer.apply_chat_template, messages,  # off the event loop
+                                         offered if knows_tools else None)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.requested_max_tokens, "messages")
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     streams = [run_choice(engine, state.metrics, rid, i, prompt_ids, body.sampling_options(max_tokens, body.logprobs_k, i),
@@ -243,7 +266,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
-    per_choice = await _collect(request, merge(streams), body.n)
+    per_choice = await _until_disconnect(request, _gather(merge(streams), body.n), "/v1/chat/completions", started)
     choices, completion_tokens = [], 0
     for i, events in enumerate(per_choice):
         entries = [lp for ev in events for lp in ev.logprobs]
@@ -260,6 +283,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                   total_tokens=len(prompt_ids) + completion_tokens)
     _log(state, rid, "chat", len(prompt_ids), completion_tokens, started)
     return {**base, "object": "chat.completion", "choices": choices, "usage": usage.model_dump()}
+
+
+def _all_prompt_ids(engine: Engine, prompts: list[str | list[int]]) -> list[list[int]]:
+    """Blocking (the tokenizer): run it in a worker thread."""
+    return [_prompt_ids(engine, p) for p in prompts]
 
 
 def _prompt_ids(engine: Engine, prompt: str | list[int]) -> list[int]:
@@ -279,11 +307,13 @@ def _prompt_ids(engine: Engine, prompt: str | list[int]) -> list[int]:
 async def completions(body: CompletionRequest, request: Request) -> Any:
     started = time.perf_counter()
     state, engine = _serving(request, body.model)
-    prompts = [_prompt_ids(engine, p) for p in body.prompts()]
-    _check_n(state, body.n * len(prompts))
+    raw_prompts = body.prompts()
+    _check_n(state, body.n * len(raw_prompts))
     await _check_sampling(engine, body)
     if body.stream and body.echo and body.logprobs is not None:
         raise InvalidRequest("echo with logprobs is not supported when streaming", param="echo")
+    _admit(request)
+    prompts = await asyncio.to_thread(_all_prompt_ids, engine, raw_prompts)  # off the event loop
     limits = [_max_tokens(engine, len(ids), body.max_tokens, "prompt") for ids in prompts]
     rid = f"cmpl-{uuid.uuid4().hex}"
     base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model}
@@ -320,14 +350,18 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
 
         return StreamingResponse(sse(), media_type="text/event-stream")
 
-    per_index: dict[int, list[ChoiceEvent]] = {}
-    if streams:
-        collected = await _collect(request, merge(streams), len(jobs))
-        per_index = {idx: collected[idx] for idx, *_ in generating}
-    scores: dict[int, list[TokenLogprob | None]] = {}
-    if body.echo and body.logprobs is not None:
-        for p, ids in enumerate(prompts):
-            scores[p] = await engine.score(ids, body.logprobs)
+    async def work() -> tuple[dict[int, list[ChoiceEvent]], dict[int, list[TokenLogprob | None]]]:
+        per_index: dict[int, list[ChoiceEvent]] = {}
+        if streams:
+            collected = await _gather(merge(streams), len(jobs))
+            per_index = {idx: collected[idx] for idx, *_ in generating}
+        scores: dict[int, list[TokenLogprob | None]] = {}
+        if body.echo and body.logprobs is not None:
+            for p, ids in enumerate(prompts):
+                scores[p] = await engine.score(ids, body.logprobs)  # cancellable: stops between chunks
+        return per_index, scores
+
+    per_index, scores = await _until_disconnect(request, work(), "/v1/completions", started)
     choices, completion_tokens = [], 0
     for idx, ids, _, _ in jobs:
         events = per_index.get(idx, [])
