@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -103,13 +102,9 @@ def device_slug(name: str) -> str:
 
 
 def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for name in LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    from leanserve.compressors.job import library_versions
+
+    return {"python": sys.version.split()[0], **library_versions(LIBRARIES)}
 
 
 def nvml_used() -> int | None:
