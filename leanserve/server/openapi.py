@@ -12,6 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from leanserve.server.middleware import GENERATION_PATHS
+
 ERRORS = {
     400: "Invalid request (bad JSON, wrong types, values out of range, prompt longer than the context)",
     401: "Missing or invalid API key",
@@ -22,7 +24,6 @@ ERRORS = {
     503: "The model is loading, failed to load, or the server is draining for shutdown",
     504: "The request ran longer than --request-timeout",
 }
-GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions")
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -59,7 +60,7 @@ def build_schema(app: FastAPI) -> dict[str, Any]:
                 continue
             for code in codes:
                 responses.setdefault(str(code), _error_response(ERRORS[code]))
-            if path in GENERATION_ROUTES:
+            if path in GENERATION_PATHS:
                 ok = responses.setdefault("200", {"description": "Successful Response"})
                 ok.setdefault("content", {}).setdefault("text/event-stream", {"schema": SSE_EVENT})
     return schema
