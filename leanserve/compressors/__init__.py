@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "gblm": "leanserve.compressors.gblm:build",
     "structured-prune": "leanserve.compressors.prune:build",
     "distill": "leanserve.compressors.distill:build",
+    "gguf": "leanserve.compressors.gguf:build",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Offline compressor methods (each needs `leanserve compress` to build an artifact first).
-BuildMethod = Literal["gptq", "awq", "gblm", "structured-prune", "distill"]
+BuildMethod = Literal["gptq", "awq", "gblm", "structured-prune", "distill", "gguf"]
 # Quantization applied while loading (bitsandbytes): no artifact needed beyond the base model.
 LoadQuant = Literal["nf4", "int8"]
 # What the weights a profile serves are on disk. Engines decide from this, never from the method's name.
