@@ -5,6 +5,7 @@ Both engine environments (the main one and vLLM's) have transformers, so one cla
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -17,6 +18,13 @@ class Tokenizer:
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+    @classmethod
+    def from_gguf(cls, file: Path) -> Tokenizer:
+        """The tokenizer transformers builds from a GGUF file's metadata (vocabulary, merges, template)."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name))
 
     @property
     def vocab_size(self) -> int:
