@@ -19,10 +19,20 @@ DURATION ?= 60s
 
 .PHONY: setup setup-vllm serve serve-vllm test bench loadtest clean
 
+# llama-cpp-python compiles llama.cpp on install. Natively (its default) the library only runs on CPUs
+# like this one; with runtime dispatch every x86-64 kernel variant is built and ggml picks one at load
+# (leanserve/engines/llamacpp_lib.py loads them from llama_cpp/lib). No pip cache: a cached wheel may
+# be a native build from earlier. Multimodal (llava/mtmd) is not built: nothing here uses it.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DLLAVA_BUILD=OFF
+BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,compress,eval,loadtest,dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(BUILD_JOBS) \
+		$(VENV)/bin/pip install -q --no-cache-dir "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
+	$(VENV)/bin/pip install -q -e '.[transformers,llamacpp,compress,eval,loadtest,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml
