@@ -139,12 +139,12 @@ class LlamaCppEngine(Engine):
         with file.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise EngineError(f"{file} is not a GGUF file (no GGUF magic at its start)")
-        self._tokenizer = (Tokenizer.from_pretrained(str(path)) if (path / "tokenizer.json").is_file()
-                           else Tokenizer.from_gguf(file))
         mparams = ll.llama_model_default_params()
         self._model = ll.llama_model_load_from_file(str(file).encode(), mparams)
         if not self._model:
             raise EngineError(f"llama.cpp could not load {file} (truncated or not a model it knows; its log above says why)")
+        self._tokenizer = (Tokenizer.from_pretrained(str(path)) if (path / "tokenizer.json").is_file()
+                           else Tokenizer.from_gguf(file))
         native = int(ll.llama_model_n_ctx_train(self._model))
         self._context = min(self.config.max_model_len or min(native, DEFAULT_CONTEXT), native)
         threads = psutil.cpu_count(logical=False) or 1
