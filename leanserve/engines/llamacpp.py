@@ -133,6 +133,11 @@ class LlamaCppEngine(Engine):
         from leanserve.engines.sampler import pick_token
 
         self._pick = pick_token  # imported here, not at the first token (it imports transformers)
+        import torch
+
+        # torch only samples here (one [vocab] row at a time): its OpenMP threads would spin against
+        # llama.cpp's own on the same cores
+        torch.set_num_threads(1)
         ll = self._ll = load()
         path = Path(self.config.model_path)
         file = gguf_file(path)
