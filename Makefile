@@ -19,10 +19,32 @@ DURATION ?= 60s
 
 .PHONY: setup setup-vllm serve serve-vllm test bench loadtest clean
 
-$(VENV)/.installed: pyproject.toml
+# llama-cpp-python compiles llama.cpp when it installs. LLAMA_BUILD=native (the default) compiles it for
+# this CPU's instruction sets only: minutes, and it never leaves this machine: no pip cache, and the stamp
+# names this CPU's instruction sets, so on another CPU `make` builds it again. LLAMA_BUILD=portable
+# compiles every x86-64 kernel variant for runtime dispatch (GGML_BACKEND_DL; what an image or a wheel
+# that travels needs; ~30 min on 2 cores), and leanserve/engines/llamacpp_lib.py loads the right one.
+# Multimodal (llava/mtmd) is not built: nothing here uses it.
+LLAMA_BUILD ?= native
+LLAMA_CMAKE_native := -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF
+LLAMA_CMAKE_portable := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
+	-DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DLLAVA_BUILD=OFF
+CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -E '^(avx|amx|fma|f16c|sse4|bmi)' | sort | cksum | cut -d' ' -f1)
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_BUILD)-$(CPU_ID)
+BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[transformers,compress,eval,loadtest,dev]'
+
+$(LLAMA_STAMP): | $(VENV)/bin/python
+	rm -f $(VENV)/.llama-*
+	CMAKE_ARGS="$(LLAMA_CMAKE_$(LLAMA_BUILD))" CMAKE_BUILD_PARALLEL_LEVEL=$(BUILD_JOBS) \
+		$(VENV)/bin/pip install -q --no-cache-dir --force-reinstall --no-deps "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(LLAMA_STAMP)
+	$(VENV)/bin/pip install -q -e '.[transformers,llamacpp,compress,eval,loadtest,dev]'
 	touch $@
 
 $(VLLM_VENV)/.installed: pyproject.toml

@@ -217,7 +217,7 @@ def eval_(
     api_key: Annotated[str | None, typer.Option(envvar="LEANSERVE_API_KEY", help="Key for --base-url.")] = None,
     served_model: Annotated[str | None, typer.Option(help="The `model` to send to --base-url (default: the first of its /v1/models).")] = None,
     model: ModelOpt = None,
-    engine: Annotated[str, typer.Option(help="Engine of the server started for --profile: auto, vllm or transformers.")] = "auto",
+    engine: Annotated[str, typer.Option(help="Engine of the server started for --profile: auto, vllm, transformers or llamacpp.")] = "auto",
     out: Annotated[Path | None, typer.Option(help="Results file (default: <home>/results/<model>/<profile>/evals-<engine>.json).")] = None,
     race_file: Annotated[Path | None, typer.Option(envvar="LEANSERVE_RACE_FILE", help="RACE-H JSONL (no offline copy exists here).")] = None,
     data: Annotated[Path | None, typer.Option(envvar="LEANSERVE_DATA", help="Eval data folder (default: ../shared/data).")] = None,

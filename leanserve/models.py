@@ -91,11 +91,13 @@ def pull_default(home: Path, force: bool = False) -> Path:
 
 def resolve(model: str | None, home: Path) -> Path:
     """A local directory for `model`: the default (pulled on first use), a local HF directory, or a
-    hub id already in the Hugging Face cache."""
+    hub id already in the Hugging Face cache; or a local .gguf file itself."""
     if model in (None, "", DEFAULT_MODEL):
         return pull_default(home)
     assert model is not None
     local = Path(model).expanduser()
+    if local.is_file() and local.suffix == ".gguf":  # served as it is, by the llamacpp engine
+        return local
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise ModelNotFound(f"{local} has no config.json; pass a Hugging Face model directory")

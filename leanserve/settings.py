@@ -46,7 +46,7 @@ def _home(path: Path | None) -> Path:
 class Settings:
     model: str | None = setting(None, f"Base model: a local HF directory, a hub id, or '{DEFAULT_MODEL}' (the default).")
     profile: str = setting("bf16", "Compression profile (see `leanserve profiles`).")
-    engine: str = setting("auto", "auto, vllm or transformers.")
+    engine: str = setting("auto", "auto, vllm, transformers or llamacpp.")
     host: str = setting("127.0.0.1", "Address to listen on.")
     port: int = setting(8000, "Port to listen on.")
     device: str = setting("auto", "auto, cpu or cuda.")

@@ -82,3 +82,35 @@ def client(server: Server) -> OpenAI:
 
 MODEL = models.DEFAULT_MODEL
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+GGUF_SMALL = ["--param", "calib_samples=4", "--param", "calib_seq_len=256"]  # a quick importance matrix
+
+
+@pytest.fixture(scope="session")
+def gguf_home(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """A fresh LEANSERVE_HOME for GGUF builds (every job really runs) that reuses the pulled base model."""
+    h = tmp_path_factory.mktemp("gguf-home")
+    (h / "models").mkdir()
+    (h / "models" / model_dir.name).symlink_to(model_dir)
+    return h
+
+
+@pytest.fixture(scope="session")
+def gguf_built(gguf_home: Path):  # noqa: ANN201
+    """gguf_built(profile) -> its artifact directory, built once per session with `leanserve compress`."""
+    import subprocess
+    import sys
+
+    done: dict[str, Path] = {}
+
+    def get(profile: str) -> Path:
+        if profile not in done:
+            cmd = [sys.executable, "-m", "leanserve.cli", "compress", "--profile", profile, "--home", str(gguf_home),
+                   *GGUF_SMALL]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env={**os.environ, "COLUMNS": "200"})
+            assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            done[profile] = gguf_home / "artifacts" / MODEL / profile
+        return done[profile]
+
+    return get

@@ -34,6 +34,8 @@ def test_explicit_engine_that_cannot_serve_is_refused() -> None:
     with pytest.raises(EngineUnavailable, match="not installed|cannot serve"):
         choose_engine("vllm", spec("bf16"), "cpu")
     with pytest.raises(EngineUnavailable, match="unknown engine"):
+        choose_engine("tensorrt", spec("bf16"), "cpu")
+    with pytest.raises(EngineUnavailable, match="cannot serve profile 'bf16' on cpu: the llamacpp engine serves GGUF"):
         choose_engine("llamacpp", spec("bf16"), "cpu")
 
 
@@ -48,3 +50,14 @@ def test_vllm_runs_4bit_on_cpu_in_bf16() -> None:
     assert vllm.default_dtype(spec("gptq-4").load, "cpu") == "bfloat16"
     assert vllm.default_dtype(spec("bf16").load, "cpu") == "float32"
     assert vllm.default_dtype(spec("bf16").load, "cuda") == "bfloat16"
+
+
+@pytest.mark.parametrize("profile", ["q8_0", "q4_k_m", "q5_k_m"])
+def test_gguf_profiles_go_to_llamacpp_and_only_there(profile: str) -> None:
+    gguf = spec(profile)
+    assert gguf.load.format == "gguf" and gguf.build == "gguf"
+    choice = choose_engine("auto", gguf, "cpu")
+    assert choice.name == "llamacpp" and "preferred by the profile" in choice.reason
+    for other in ("transformers", "vllm"):
+        assert "llamacpp" in engine_class(other).unsupported_reason(gguf.load, "cpu")
+    assert "GPU offload" in engine_class("llamacpp").unsupported_reason(gguf.load, "cuda")

@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "gblm": "leanserve.compressors.gblm",
     "structured-prune": "leanserve.compressors.prune",
     "distill": "leanserve.compressors.distill",
+    "gguf": "leanserve.compressors.gguf",
 }
 
 

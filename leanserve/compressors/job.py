@@ -26,7 +26,8 @@ from leanserve.profiles.spec import ProfileSpec
 from leanserve.profiles.store import MANIFEST, artifact_dir, dir_size, read_manifest, sha256_file
 
 log = logging.getLogger(__name__)
-LIBRARIES = ("leanserve", "torch", "transformers", "llmcompressor", "compressed-tensors", "bitsandbytes", "accelerate")
+LIBRARIES = ("leanserve", "torch", "transformers", "llmcompressor", "compressed-tensors", "bitsandbytes", "accelerate",
+             "llama_cpp_python", "gguf")
 
 
 def file_hashes(root: Path) -> dict[str, str]:

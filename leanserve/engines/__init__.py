@@ -16,6 +16,7 @@ from leanserve.profiles.spec import ProfileSpec
 REGISTRY: dict[str, str] = {
     "vllm": "leanserve.engines.vllm:VllmEngine",
     "transformers": "leanserve.engines.transformers:TransformersEngine",
+    "llamacpp": "leanserve.engines.llamacpp:LlamaCppEngine",
 }
 
 

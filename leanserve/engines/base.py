@@ -91,6 +91,7 @@ class MemoryStats:
     gpu_reserved: int | None = None
     gpu_used_nvml: int | None = None
     weights: int | None = None  # bytes of parameters and buffers as loaded, where the engine can see them
+    kv_cache: int | None = None  # bytes of the KV cache the engine reserved, where it can say
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,15 @@ def pick_token(logits: torch.Tensor, opts: SamplingOptions, generator: torch.Gen
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def token_logprob(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprob:
+    """The chosen token's logprob and the k most likely alternatives, from raw logprobs [V]."""
+    top: list[tuple[int, float]] = []
+    if k > 0:
+        values, indices = torch.topk(logprobs, k)
+        top = list(zip(indices.tolist(), values.tolist()))
+    return TokenLogprob(token, float(logprobs[token]), top)
+
+
 @dataclass
 class Slot:
     """One live request's sampling state; `logprobs` grows by one entry per generated token."""
@@ -130,11 +139,7 @@ class RequestSampler(ContinuousBatchingLogitsProcessor):
             token = slot.choose(scores[row])
             chosen[row] = token
             if slot.opts.logprobs is not None:
-                top: list[tuple[int, float]] = []
-                if slot.opts.logprobs > 0:
-                    values, indices = torch.topk(logprobs[row], slot.opts.logprobs)
-                    top = list(zip(indices.tolist(), values.tolist()))
-                slot.logprobs.append(TokenLogprob(token, float(logprobs[row, token]), top))
+                slot.logprobs.append(token_logprob(logprobs[row], token, slot.opts.logprobs))
         one_hot = torch.full_like(scores, float("-inf"))
         one_hot.scatter_(1, chosen.to(scores.device).unsqueeze(1), 0.0)
         return one_hot

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,13 @@ class Tokenizer:
         from transformers import AutoTokenizer
 
         return cls(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+
+    @classmethod
+    def from_gguf(cls, file: Path) -> Tokenizer:
+        """The tokenizer transformers builds from a GGUF file's metadata (vocabulary, merges, template)."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name))
 
     @property
     def hf(self) -> Any:

@@ -29,6 +29,7 @@ BUILD: dict[str, str] = {
     "gblm": "leanserve.methods.gblm",
     "structured-prune": "leanserve.methods.prune",
     "distill": "leanserve.methods.distill",
+    "gguf": "leanserve.methods.gguf",
 }
 RUNTIME: dict[str, str] = {
     "nf4": "leanserve.methods.nf4",

@@ -1,6 +1,6 @@
 """Checks before anything is loaded: what the server is about to read must be safe and be what was built.
 
-- Weights must be safetensors: pickle formats (`*.bin`, `*.pt`, ...) can run code when unpickled.
+- Weights must be safetensors or GGUF: pickle formats (`*.bin`, `*.pt`, ...) can run code when unpickled.
 - A model that ships its own code (`auto_map` in config.json) needs `--trust-remote-code`.
 - An artifact's files must match the sha256 its manifest recorded, and nothing may have been added
   (only `compress` writes the artifact store; results live under <home>/results/).
@@ -23,9 +23,20 @@ log = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
+def check_gguf(file: Path) -> None:
+    """A .gguf must start with the GGUF magic: llama.cpp is then told to load it, never a stray file."""
+    with file.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ProfileError(f"{file} is not a GGUF file (it does not start with the GGUF magic bytes)",
+                               param="model")
+
+
 def check_weight_format(path: Path) -> None:
-    """Refuse a model directory whose weights are not safetensors (before any loader sees it)."""
-    if any(path.glob("*.safetensors")):
+    """Refuse a model directory whose weights are not safetensors or GGUF (before any loader sees it)."""
+    ggufs = [path] if path.is_file() and path.suffix == ".gguf" else sorted(path.glob("*.gguf")) if path.is_dir() else []
+    for file in ggufs:
+        check_gguf(file)
+    if ggufs or any(path.glob("*.safetensors")):
         return
     pickled = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
     if pickled:

@@ -56,7 +56,8 @@ def build_app(state: ServerState, config: EngineConfig, on_fatal: Callable[[], N
         try:
             yield
         finally:
-            state.status = "draining"
+            if state.status != "failed":  # serve() exits non-zero on "failed": keep it
+                state.status = "draining"
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader

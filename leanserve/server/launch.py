@@ -93,16 +93,35 @@ def apply_vram_budget(settings: Settings, spec: ProfileSpec, path: Path, device:
     return max_len, MemoryBudget(settings.vram_budget, plan.max_batched_tokens, plan.max_seqs)
 
 
+def served_as_gguf(spec: ProfileSpec, path: Path) -> ProfileSpec:
+    """`--model FILE.gguf`: the file is served as it is (by an engine that loads GGUF), under the
+    profile that changes nothing (bf16); a profile that would build or quantize it is refused."""
+    if not (path.is_file() and path.suffix == ".gguf"):
+        return spec
+    if spec.needs_artifact or spec.load_quant is not None:
+        raise ProfileError(f"--model {path.name} is a GGUF file, served as it is: use --profile bf16 (the default), "
+                           f"not {spec.name!r}", param="profile")
+    return spec.model_copy(update={"format": "gguf", "engine": spec.engine.model_copy(update={"prefer": ["llamacpp"]})})
+
+
+def weights_bytes(path: Path) -> int:
+    """Bytes of the weight files served (a .gguf file, or an artifact's weight files)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in [*path.glob("*.safetensors"), *path.glob("*.gguf")]) or dir_size(path)
+
+
 def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     spec = get_profile(settings.profile, settings.home)  # resolved once per start; everything below gets it
     path, base_name = weights_dir(settings, spec)
+    spec = served_as_gguf(spec, path)
     device = resolve_device(settings.device)
     choice = choose_engine(settings.engine, spec, device)
     dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec.load, device)
     served = settings.served_model_name or model_slug(base_name)
     metrics = ServerMetrics(spec.name, served)
     metrics.describe_model(method=spec.method, bits=spec.bits, engine=choice.name, base_model=base_name,
-                           artifact_bytes=sum(f.stat().st_size for f in path.glob("*.safetensors")) or dir_size(path))
+                           artifact_bytes=weights_bytes(path))
     state = ServerState(settings=settings, spec=spec, served_model=served, base_model=base_name, metrics=metrics,
                         engine_name=choice.name, engine_reason=choice.reason, created=int(time.time()))
     max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype)

@@ -50,7 +50,8 @@ class _LiveCollector(Collector):
 
 def _memory_kinds(stats: MemoryStats) -> list[tuple[str, int]]:
     kinds = [("process_rss", stats.process_rss), ("gpu_allocated", stats.gpu_allocated),
-             ("gpu_reserved", stats.gpu_reserved), ("gpu_nvml_used", stats.gpu_used_nvml), ("weights", stats.weights)]
+             ("gpu_reserved", stats.gpu_reserved), ("gpu_nvml_used", stats.gpu_used_nvml), ("weights", stats.weights),
+             ("kv_cache", stats.kv_cache)]
     return [(k, v) for k, v in kinds if v is not None]
 
 

@@ -1,0 +1,206 @@
+"""leanserve's llamacpp engine against llama.cpp's own Python server on the same Q4_K_M file, in one run,
+plus leanserve's transformers engine on bf16: 1 and 8 concurrent streams of N greedy tokens over HTTP,
+median of R runs: aggregate output tokens/s, TTFT p50, failures.
+
+The peer is llama-cpp-python's `llama_cpp.server` with `--interrupt_requests False` (otherwise it drops
+the running request when another one arrives); it serves one request at a time. It cannot be told to
+ignore EOS, so both sides get the end-of-generation tokens' logits biased away (leanserve: ignore_eos).
+The C++ `llama-server` is not in this run (a 12-minute build). Prints a table; writes
+benchmarks/results/cpu_peers-cpu.json.
+
+    python benchmarks/cpu_peers.py [--tokens 128] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.serve_overhead import PROMPT, device_name  # noqa: E402
+from leanserve import models  # noqa: E402
+from leanserve.evals.runner import free_port  # noqa: E402
+from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
+from leanserve.settings import default_home  # noqa: E402
+from tests.servers import API_KEY, start_server  # noqa: E402
+
+STREAMS = (1, 8)
+EOG_TOKENS = (0, 2)  # <|endoftext|>, <|im_end|>: the default model's end-of-generation tokens
+
+
+async def sse_tokens(client, url: str, body: dict, per_chunk: bool) -> AsyncIterator[int]:  # noqa: ANN001
+    """Yields token counts as they stream: 1 per chunk (the peer sends one per token), or, for leanserve,
+    1 at the first text and the rest from the final usage."""
+    first = True
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if per_chunk:  # one chunk per token, and a last one with the finish reason and no text
+                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                    yield 1
+            elif first and chunk["choices"] and chunk["choices"][0]["text"]:
+                first = False
+                yield 1
+            elif chunk.get("usage"):
+                yield chunk["usage"]["completion_tokens"] - 1
+
+
+async def one_run(stream: Callable[[], AsyncIterator[int]], streams: int, tokens: int) -> dict[str, float]:
+    ttfts: list[float] = []
+    failures = 0
+
+    async def one() -> int:
+        nonlocal failures
+        start, got = time.perf_counter(), 0
+        try:
+            async for n in stream():
+                if got == 0 and n:
+                    ttfts.append(time.perf_counter() - start)
+                got += n
+        except Exception:  # a failed request is counted, not fatal
+            failures += 1
+            return 0
+        if got != tokens:
+            failures += 1
+        return got
+
+    start = time.perf_counter()
+    counts = await asyncio.gather(*(one() for _ in range(streams)))
+    wall = time.perf_counter() - start
+    return {"tokens_per_s": sum(counts) / wall, "ttft_s": statistics.median(ttfts) if ttfts else float("nan"),
+            "failures": failures}
+
+
+async def measure(base_url: str, body: dict, per_chunk: bool, tokens: int, repeats: int) -> list[dict]:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=900, headers=headers) as client:
+        def stream() -> AsyncIterator[int]:
+            return sse_tokens(client, "/v1/completions", body, per_chunk)
+
+        await one_run(stream, 1, tokens)  # warm-up
+        out = []
+        for streams in STREAMS:
+            samples = [await one_run(stream, streams, tokens) for _ in range(repeats)]
+            out.append({"streams": streams, "tokens_per_s": statistics.median(s["tokens_per_s"] for s in samples),
+                        "ttft_s": statistics.median(s["ttft_s"] for s in samples),
+                        "failures": sum(s["failures"] for s in samples), "samples": samples})
+        return out
+
+
+def body(tokens: int, leanserve: bool) -> dict:
+    b = {"model": models.DEFAULT_MODEL, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "stream": True,
+         "logit_bias": {str(t): -100 for t in EOG_TOKENS}}
+    if leanserve:
+        b.update(ignore_eos=True, stream_options={"include_usage": True})
+        del b["logit_bias"]
+    return b
+
+
+def leanserve_row(engine: str, profile: str, home: Path, tokens: int, repeats: int) -> list[dict]:
+    server = start_server(engine, profile, home)
+    try:
+        return asyncio.run(measure(server.base_url, body(tokens, True), False, tokens, repeats))
+    finally:
+        server.stop()
+
+
+def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
+    """llama_cpp.server on the file; started in llama_cpp/lib so ggml finds its CPU kernels there."""
+    import psutil
+
+    from leanserve.engines.llamacpp_lib import lib_dir
+
+    port = free_port()
+    threads = psutil.cpu_count(logical=False) or 1
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+           "--n_ctx", "2048", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--interrupt_requests", "False", "--api_key", API_KEY]
+    proc = subprocess.Popen(cmd, cwd=lib_dir(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ready = threading.Event()
+    log: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.append(line)
+            if "Uvicorn running on" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    ready.wait(600)
+    try:
+        if proc.poll() is not None:
+            raise RuntimeError("llama_cpp.server exited:\n" + "".join(log[-50:]))
+        return asyncio.run(measure(f"http://127.0.0.1:{port}", body(tokens, False), True, tokens, repeats))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def ensure_q4_k_m(home: Path) -> Path:
+    path = artifact_dir(home, models.DEFAULT_MODEL, "q4_k_m")
+    if read_manifest(path) is None:
+        subprocess.run([sys.executable, "-m", "leanserve.cli", "compress", "--profile", "q4_k_m", "--home", str(home)],
+                       check=True)
+    return next(path.glob("*.gguf"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    home = default_home()
+    models.pull_default(home)
+    gguf = ensure_q4_k_m(home)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    rows = {
+        "leanserve llamacpp, q4_k_m": leanserve_row("llamacpp", "q4_k_m", home, args.tokens, args.repeats),
+        "llama_cpp.server 0.3.36, same q4_k_m file": peer_row(gguf, args.tokens, args.repeats),
+        "leanserve transformers, bf16 (float32)": leanserve_row("transformers", "bf16", home, args.tokens, args.repeats),
+    }
+    load_after = os.getloadavg()
+    print(f"\n{'server':<44}{'tok/s x1':>10}{'tok/s x8':>10}{'TTFT p50 x8':>13}{'failures':>10}")
+    for name, runs in rows.items():
+        by = {r["streams"]: r for r in runs}
+        print(f"{name:<44}{by[1]['tokens_per_s']:>10.1f}{by[8]['tokens_per_s']:>10.1f}"
+              f"{by[8]['ttft_s'] * 1000:>11.0f}ms{by[1]['failures'] + by[8]['failures']:>10d}")
+    ours, peer, hf = ({r["streams"]: r for r in runs} for runs in rows.values())
+    ratios = {"vs_llama_cpp_server_x1": ours[1]["tokens_per_s"] / peer[1]["tokens_per_s"],
+              "vs_llama_cpp_server_x8": ours[8]["tokens_per_s"] / peer[8]["tokens_per_s"],
+              "vs_transformers_bf16_x1": ours[1]["tokens_per_s"] / hf[1]["tokens_per_s"]}
+    print("  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    from leanserve.engines.llamacpp_lib import cpu_variant, load
+
+    load()
+    payload = {"benchmark": "cpu_peers", "date": dt.date.today().isoformat(), "device": device_name(),
+               "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "tokens_per_request": args.tokens,
+               "repeats": args.repeats, "statistic": "median over repeats; TTFT is the median request's",
+               "llama_cpp_cpu_kernels": cpu_variant(), "load_average_before_after": [load_before, load_after],
+               "wall_s": round(time.perf_counter() - started, 1), "ratios": ratios, "rows": rows}
+    out = HERE / "results" / "cpu_peers-cpu.json"
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

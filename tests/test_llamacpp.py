@@ -1,0 +1,225 @@
+"""The llamacpp engine on a real q4_k_m GGUF of the default model, over HTTP with the openai client.
+
+References are llama-cpp-python itself, in this process: its high-level `Llama` for greedy output, its
+all-position logits for echo logprobs, its tokenizer for the prompt's ids.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+from openai import OpenAI
+
+from leanserve.engines.tokenizer import Tokenizer
+from tests.conftest import MODEL
+from tests.servers import API_KEY, Server, start_server
+from tests.support import one, scrape
+
+pytestmark = pytest.mark.server
+
+PROMPT = "The capital of France is"
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+TOTALS = re.compile(r"totals: (\d+) decode calls, (\d+) tokens sampled, at most (\d+) sequences")
+
+
+@pytest.fixture(scope="module")
+def artifact(gguf_built) -> Path:  # noqa: ANN001
+    return gguf_built("q4_k_m")
+
+
+@pytest.fixture(scope="module")
+def gguf(artifact: Path) -> Path:
+    return next(artifact.glob("*.gguf"))
+
+
+@pytest.fixture(scope="module")
+def server(artifact: Path, gguf_home: Path):  # noqa: ANN201
+    s = start_server("llamacpp", "q4_k_m", gguf_home)
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def client(server: Server) -> OpenAI:
+    return OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def llama(gguf: Path):  # noqa: ANN201
+    """llama-cpp-python's high-level Llama on the same file, with the engine's context settings."""
+    from leanserve.engines.llamacpp_lib import load
+
+    load()  # registers the CPU backend from llama_cpp/lib (see llamacpp_lib)
+    from llama_cpp import Llama
+
+    threads = psutil.cpu_count(logical=False) or 1
+    return Llama(str(gguf), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+                 logits_all=True, flash_attn=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(artifact: Path) -> Tokenizer:
+    return Tokenizer.from_pretrained(str(artifact))
+
+
+def test_hf_and_llama_cpp_tokenizers_agree_on_the_france_prompt(llama, tokenizer: Tokenizer) -> None:  # noqa: ANN001
+    chat = tokenizer.apply_chat_template(FRANCE)
+    text = tokenizer._tok.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=False)
+    assert llama.tokenize(text.encode(), add_bos=False, special=True) == chat
+    assert llama.tokenize(PROMPT.encode(), add_bos=False) == tokenizer.encode(PROMPT)
+
+
+def test_greedy_output_equals_llama_cpp_pythons_own(client: OpenAI, llama, tokenizer: Tokenizer) -> None:  # noqa: ANN001
+    n = 48
+    ids = tokenizer.encode(PROMPT)
+    llama.reset()
+    expected: list[int] = []
+    for token in llama.generate(ids, temp=0.0, top_k=1, reset=True):
+        expected.append(token)
+        if len(expected) == n:
+            break
+    r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=n, temperature=0, logprobs=0,
+                                  extra_body={"ignore_eos": True})
+    assert r.usage.completion_tokens == n
+    assert r.choices[0].logprobs.tokens == tokenizer.token_strings(expected)
+    assert r.choices[0].text == tokenizer.decode(expected)
+
+
+def test_echo_logprobs_equal_an_in_process_computation(client: OpenAI, llama, tokenizer: Tokenizer) -> None:  # noqa: ANN001
+    ids = tokenizer.encode(PROMPT)
+    llama.reset()
+    llama.eval(ids)
+    logits = np.asarray(llama.scores[: len(ids)], dtype=np.float64)  # [S, V], row i predicts token i+1
+    logprobs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(1, keepdims=True)
+    expected = [float(logprobs[i - 1, t]) for i, t in enumerate(ids) if i > 0]
+    r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=0, echo=True, logprobs=1, temperature=0)
+    got = r.choices[0].logprobs.token_logprobs
+    assert got[0] is None and len(got) == len(ids)
+    assert np.allclose(got[1:], expected, atol=1e-3), (got, expected)
+    # aligned: " of" is the model's top choice after "The capital" (llama_cpp.server is one position off here)
+    assert list(r.choices[0].logprobs.top_logprobs[2]) == [" of"]
+
+
+def _log_totals(server: Server) -> tuple[int, int, int]:
+    found = TOTALS.findall("".join(server.log))
+    return tuple(map(int, found[-1])) if found else (0, 0, 0)  # type: ignore[return-value]
+
+
+def test_the_shared_sampler_controls_apply(client: OpenAI, server: Server) -> None:
+    """Structured output, logit_bias and top_k go through the same Slot as on the transformers engine."""
+    import json
+
+    schema = {"type": "object", "required": ["city", "country"], "additionalProperties": False,
+              "properties": {"city": {"type": "string"}, "country": {"type": "string"}}}
+    r = client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=60, temperature=1.0, seed=3,
+                                       response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}})
+    assert set(json.loads(r.choices[0].message.content)) == {"city", "country"}
+    ask = dict(model=MODEL, messages=FRANCE, max_tokens=8, logprobs=True)
+    greedy = client.chat.completions.create(**ask, temperature=0).choices[0]
+    top1 = client.chat.completions.create(**ask, temperature=1.0, seed=5, extra_body={"top_k": 1}).choices[0]
+    assert top1.message.content == greedy.message.content
+    first = greedy.logprobs.content[0].token
+    (tid,) = httpx.post(f"{server.base_url}/tokenize", headers={"Authorization": f"Bearer {API_KEY}"},
+                        json={"prompt": first}).json()["tokens"]
+    biased = client.chat.completions.create(**ask, temperature=0, logit_bias={str(tid): -100}).choices[0]
+    assert biased.logprobs.content[0].token != first
+
+
+def test_eight_concurrent_streams_complete_and_are_batched(server: Server) -> None:
+    n_streams, n_tokens = 8, 32
+    calls_before, sampled_before, _ = _log_totals(server)
+    freed_before = "".join(server.log).count("freed after")
+    start = threading.Barrier(n_streams)
+    results: dict[int, tuple[int, str | None]] = {}
+
+    def stream(i: int) -> None:
+        client = OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+        start.wait()
+        chunks = list(client.completions.create(model=MODEL, prompt=f"Story number {i}:", max_tokens=n_tokens,
+                                                temperature=0.8, seed=i, stream=True, extra_body={"ignore_eos": True},
+                                                stream_options={"include_usage": True}))
+        usage = next(c.usage for c in chunks if c.usage)
+        reason = next((c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason), None)
+        results[i] = (usage.completion_tokens, reason)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(n_streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert results == {i: (n_tokens, "length") for i in range(n_streams)}
+    deadline = time.monotonic() + 60  # the last "freed" log line may trail the last response by a moment
+    while "".join(server.log).count("freed after") < freed_before + n_streams:
+        assert time.monotonic() < deadline, server.log_text()
+    calls, sampled, peak = _log_totals(server)
+    assert sampled - sampled_before == n_streams * n_tokens
+    assert calls - calls_before < (sampled - sampled_before) / 2, "decode steps should carry several sequences each"
+    assert peak >= 4
+
+
+def test_disconnect_frees_the_sequence(server: Server) -> None:
+    body = {"model": MODEL, "prompt": "Write a very long essay about the sea.", "max_tokens": 900, "temperature": 1.0,
+            "seed": 1, "stream": True, "ignore_eos": True}
+    lab = {"profile": "q4_k_m", "model": MODEL}
+    with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body,
+                      headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120) as r:
+        lines = r.iter_lines()
+        assert any(next(lines).startswith("data: ") for _ in range(6))
+    deadline = time.monotonic() + 60
+    while not re.search(r"cancelled: seq \d+ freed after \d+ prompt \+ (\d+) generated", "".join(server.log)):
+        assert time.monotonic() < deadline, "the sequence was not freed after the client left:\n" + server.log_text()
+    generated = int(re.findall(r"cancelled: seq \d+ freed after \d+ prompt \+ (\d+) generated", "".join(server.log))[-1])
+    assert generated < 450
+    while one(scrape(server), "leanserve_requests_running", **lab) != 0:
+        assert time.monotonic() < deadline
+
+
+def test_memory_reports_weights_and_kv_cache(server: Server, gguf: Path) -> None:
+    samples = scrape(server)
+    weights = one(samples, "leanserve_memory_bytes", kind="weights")
+    kv = one(samples, "leanserve_memory_bytes", kind="kv_cache")
+    assert 0.5 * gguf.stat().st_size < weights <= gguf.stat().st_size
+    assert kv == 8 * 1024 * 30 * 2 * 3 * 64 * 2  # sequences x context x layers x (K, V) x kv heads x head dim x f16
+
+
+def test_a_bare_gguf_file_serves_directly(gguf: Path, tmp_path: Path, gguf_home: Path) -> None:
+    alone = tmp_path / "smollm2-q4_k_m.gguf"
+    shutil.copy(gguf, alone)  # no tokenizer.json beside it: the tokenizer comes from the file's metadata
+    server = start_server("llamacpp", "bf16", gguf_home, "--model", str(alone))
+    try:
+        client = OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0)
+        answer = client.chat.completions.create(model=alone.name, max_tokens=24, temperature=0, messages=FRANCE)
+        assert "Paris" in answer.choices[0].message.content
+    finally:
+        server.stop()
+
+
+def _serve(model: Path, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--model", str(model), "--home", str(home),
+                           "--port", "0"], capture_output=True, text=True, timeout=300)
+
+
+def test_a_non_gguf_file_is_refused_at_startup(tmp_path: Path, gguf_home: Path) -> None:
+    bad = tmp_path / "notes.gguf"
+    bad.write_bytes(b"this is not a model\n" * 100)
+    r = _serve(bad, gguf_home)
+    assert r.returncode == 2 and "is not a GGUF file" in r.stdout + r.stderr
+
+
+def test_a_truncated_gguf_gives_a_clear_startup_error(gguf: Path, tmp_path: Path, gguf_home: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(gguf.read_bytes()[: gguf.stat().st_size // 3])
+    r = _serve(cut, gguf_home)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-3000:]  # an error exit, not an abort (SIGABRT would be -6)
+    assert "could not load the model" in out and "llama.cpp could not load" in out
