@@ -246,6 +246,11 @@ class _SamplingFields(BaseModel):
         """What the answer must parse as; chat overrides (response_format, forced tool calls)."""
         return None
 
+    @property
+    def structured_param(self) -> str:
+        """The field a refused schema came from."""
+        return "response_format"
+
     def token_ids_used(self) -> list[tuple[str, list[int]]]:
         """(field, ids) of every token id the request names, for the route's vocabulary check."""
         return [("logit_bias", [int(k) for k in self.logit_bias or {}]), ("stop_token_ids", list(self.stop_token_ids or []))]
@@ -353,6 +358,10 @@ class ChatCompletionRequest(_SamplingFields):
         if isinstance(self.tool_choice, NamedToolChoice):
             return "named"
         return self.tool_choice or "auto"
+
+    @property
+    def structured_param(self) -> str:
+        return "tools" if self.tool_mode in ("required", "named") else "response_format"
 
     @property
     def tool_dicts(self) -> list[dict[str, Any]]:

@@ -92,8 +92,7 @@ async def _check_sampling(engine: Engine, body: _SamplingFields) -> None:
         try:
             await asyncio.to_thread(check_schema, structured)  # parsing a schema can take a while
         except InvalidRequest as exc:
-            if body.model_dump().get("tools"):
-                exc.param = "tools"
+            exc.param = body.structured_param
             raise
 
 
