@@ -13,6 +13,7 @@ any_whitespace=False; vLLM's disable_any_whitespace).
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -82,3 +83,9 @@ class GrammarCompiler:
             compiled = self._compiler.compile_json_schema(structured.schema or ANY_OBJECT, strict_mode=True,
                                                           any_whitespace=False)
         return Constraint(xgr.GrammarMatcher(compiled), self.vocab_size)
+
+
+@functools.lru_cache(maxsize=4)
+def compiler_for(tokenizer: Any, vocab_size: int) -> GrammarCompiler:
+    """The engine's compiler, built on its first structured request (xgrammar reads the whole vocabulary)."""
+    return GrammarCompiler(tokenizer.hf, vocab_size)

@@ -38,6 +38,7 @@ from leanserve.engines.base import (
     SamplingOptions,
     TokenLogprob,
 )
+from leanserve.engines.grammar import compiler_for
 from leanserve.engines.tokenizer import Tokenizer
 from leanserve.profiles.spec import LoadSpec
 
@@ -95,7 +96,6 @@ class LlamaCppEngine(Engine):
         super().__init__(config)
         self._ll: Any = None
         self._slot: Any = None
-        self._grammar_compiler: Any = None
         self._model: Any = None
         self._ctx: Any = None
         self._batch: Any = None
@@ -206,14 +206,6 @@ class LlamaCppEngine(Engine):
         weights = int(self._ll.llama_model_size(self._model)) if self._model else None
         return MemoryStats(psutil.Process().memory_info().rss, weights=weights, kv_cache=self._kv_bytes)
 
-    def _grammar(self) -> Any:
-        """The grammar compiler over this model's vocabulary, built on the first structured request."""
-        from leanserve.engines.grammar import GrammarCompiler
-
-        if self._grammar_compiler is None:
-            self._grammar_compiler = GrammarCompiler(self.tokenizer.hf, self._n_vocab)
-        return self._grammar_compiler
-
     # --- the API -----------------------------------------------------------------------------------------------
     def _submit(self, job: _Job) -> None:
         if self._stop or self._thread is None or not self._thread.is_alive():
@@ -228,7 +220,7 @@ class LlamaCppEngine(Engine):
         if not request.prompt_ids:
             raise EngineError("empty prompt")
         generator = torch.Generator().manual_seed(opts.seed) if opts.seed is not None else None
-        constraint = self._grammar().constraint(opts.structured) if opts.structured else None
+        constraint = compiler_for(self.tokenizer, self._n_vocab).constraint(opts.structured) if opts.structured else None
         slot = self._slot(opts=opts, generator=generator, prompt_ids=list(request.prompt_ids), constraint=constraint)
         job = _Job(prompt=list(request.prompt_ids), loop=asyncio.get_running_loop(), out=asyncio.Queue(), opts=opts,
                    request_id=request.request_id, slot=slot)

@@ -25,6 +25,7 @@ from leanserve.engines.base import (
     MemoryStats,
     TokenLogprob,
 )
+from leanserve.engines.grammar import compiler_for
 from leanserve.engines.tokenizer import Tokenizer
 from leanserve.profiles.spec import LoadSpec
 
@@ -111,7 +112,6 @@ class TransformersEngine(Engine):
         self._scorer: Any = None
         self._kv_cache_bytes = 0
         self._score_lock = asyncio.Lock()
-        self._grammar_compiler: Any = None
         self._score_cancel: threading.Event | None = None  # the running scoring request's cancel flag
 
     @classmethod
@@ -221,7 +221,7 @@ class TransformersEngine(Engine):
         from leanserve.engines.sampler import SLOT_KWARG
 
         opts = request.sampling
-        constraint = self._grammar().constraint(opts.structured) if opts.structured else None
+        constraint = compiler_for(self.tokenizer, int(self._model.config.vocab_size)).constraint(opts.structured) if opts.structured else None
         slot_id, slot = self._sampler.open(opts, request.prompt_ids, constraint)
         cb_id = f"{request.request_id}-{uuid.uuid4().hex[:8]}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()
@@ -262,14 +262,6 @@ class TransformersEngine(Engine):
                 self._manager.cancel_request(cb_id)
                 self._forget(cb_id)
             self._sampler.close(slot_id)
-
-    def _grammar(self) -> Any:
-        """The grammar compiler over this model's vocabulary, built on the first structured request."""
-        from leanserve.engines.grammar import GrammarCompiler
-
-        if self._grammar_compiler is None:
-            self._grammar_compiler = GrammarCompiler(self.tokenizer.hf, int(self._model.config.vocab_size))
-        return self._grammar_compiler
 
     def _forget(self, cb_id: str) -> None:
         """Drop a cancelled request's result handler. CB removes a handler only when its request
