@@ -1,7 +1,9 @@
-"""Running one choice of a request against the engine, and merging n choices into one stream.
+"""The generation core both routes share: a request's choices run on the engine and merge into one
+stream of choice events, with usage counted as they pass.
 
 This is where engine deltas become text: detokenization and stop strings (TextStream), metrics
 (ServerMetrics.observe_stream), and cancellation (closing the engine stream aborts the request).
+What the events look like on the wire is the formatters' job (formats.py), one per route.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from leanserve.engines.base import Delta, Engine, GenerationRequest, SamplingOptions, TokenLogprob
 from leanserve.server.metrics import ServerMetrics
+from leanserve.server.protocol import Usage
 from leanserve.server.textstream import TextStream
 
 
@@ -96,3 +99,43 @@ async def merge(streams: list[AsyncIterator[ChoiceEvent]]) -> AsyncIterator[Choi
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@dataclass(frozen=True)
+class Job:
+    """One choice to generate: its index in the response, its prompt and its options."""
+
+    index: int
+    prompt_ids: list[int]
+    opts: SamplingOptions
+
+
+class Generation:
+    """One request's choices. `events()` streams them merged; `collect()` gathers them by choice.
+    A job with max_tokens 0 generates nothing (its choice is empty, finish_reason "length")."""
+
+    def __init__(self, engine: Engine, metrics: ServerMetrics, request_id: str, jobs: list[Job],
+                 stops: list[str], started: float, prompt_tokens: int) -> None:
+        self.engine, self.metrics, self.request_id = engine, metrics, request_id
+        self.jobs, self.stops, self.started = jobs, stops, started
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+
+    async def events(self) -> AsyncIterator[ChoiceEvent]:
+        streams = [run_choice(self.engine, self.metrics, self.request_id, job.index, job.prompt_ids, job.opts,
+                              self.stops, self.started) for job in self.jobs if job.opts.max_tokens > 0]
+        if not streams:
+            return
+        async for event in merge(streams):
+            self.completion_tokens += len(event.token_ids)
+            yield event
+
+    async def collect(self) -> dict[int, list[ChoiceEvent]]:
+        per_choice: dict[int, list[ChoiceEvent]] = {job.index: [] for job in self.jobs}
+        async for event in self.events():
+            per_choice[event.index].append(event)
+        return per_choice
+
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                     total_tokens=self.prompt_tokens + self.completion_tokens)

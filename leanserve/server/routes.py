@@ -1,10 +1,10 @@
-"""The OpenAI-compatible routes. They validate, build prompts, check limits, and shape responses;
-generation itself goes through `generation.run_choice`, the same path for every engine."""
+"""The OpenAI-compatible routes. They validate, build prompts and check limits; then both generation
+routes go through one core (`generation.Generation`) and `_respond`, differing only in their formatter
+(formats.py). The same path for every engine."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -12,22 +12,23 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from leanserve.engines.base import Engine, TokenLogprob
+from leanserve.engines.base import Engine
 from leanserve.engines.grammar import check_schema
 from leanserve.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from leanserve.server import toolcalls
 from leanserve.server.errors import ClientDisconnected
-from leanserve.server.generation import ChoiceEvent, merge, run_choice
+from leanserve.server.formats import ChatFormat, CompletionFormat, Format
+from leanserve.server.generation import ChoiceEvent, Generation, Job
 from leanserve.server.middleware import ADMIT
 from leanserve.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     TokenizeRequest,
-    Usage,
     _SamplingFields,
 )
 from leanserve.server.state import ServerState
@@ -122,22 +123,14 @@ async def _until_disconnect(request: Request, work: Awaitable[T], route: str, st
     return task.result()
 
 
-async def _gather(events: AsyncIterator[ChoiceEvent], n: int) -> list[list[ChoiceEvent]]:
-    """Every event of a non-streamed request, by choice."""
-    per_choice: list[list[ChoiceEvent]] = [[] for _ in range(n)]
-    async for event in events:
-        per_choice[event.index].append(event)
-    return per_choice
-
-
 def _admit(request: Request) -> None:
     """Take an admission slot (429 past --max-queue): only once the body has passed every cheap check,
     so invalid or slow requests never hold one. The middleware releases it when the response ends."""
     request.scope[ADMIT]()
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+def _sse(chunk: BaseModel) -> str:
+    return f"data: {chunk.model_dump_json()}\n\n"
 
 
 def _log(state: ServerState, rid: str, route: str, prompt_tokens: int, completion_tokens: int, started: float) -> None:
@@ -145,33 +138,34 @@ def _log(state: ServerState, rid: str, route: str, prompt_tokens: int, completio
              state.spec.name, prompt_tokens, completion_tokens, (time.perf_counter() - started) * 1000)
 
 
-# --- logprob shapes -----------------------------------------------------------------------------------------------
-def _chat_logprobs(engine: Engine, entries: list[TokenLogprob]) -> dict[str, Any]:
-    tok = engine.tokenizer
+async def _respond(request: Request, state: ServerState, gen: Generation, fmt: Format,
+                   body: ChatCompletionRequest | CompletionRequest, name: str, route: str) -> Response:
+    """The one way a generation request is answered: a stream of the formatter's chunks, or (after
+    watching the connection while it runs) the formatter's whole response."""
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def one(token_id: int, logprob: float) -> dict[str, Any]:
-        text = tok.token_strings([token_id])[0]
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+        async def sse() -> AsyncIterator[str]:
+            for chunk in fmt.opening():
+                yield _sse(chunk)
+            async for event in gen.events():
+                if (chunk := fmt.chunk(event)) is not None:
+                    yield _sse(chunk)
+            if include_usage:
+                yield _sse(fmt.usage_chunk(gen.usage()))
+            yield "data: [DONE]\n\n"
+            _log(state, gen.request_id, f"{name}.stream", gen.prompt_tokens, gen.completion_tokens, gen.started)
 
-    return {"content": [{**one(e.token_id, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
-                        for e in entries]}
+        return StreamingResponse(sse(), media_type="text/event-stream")
 
+    async def whole() -> dict[int, list[ChoiceEvent]]:
+        per_choice = await gen.collect()
+        await fmt.prepare()
+        return per_choice
 
-def _legacy_logprobs(engine: Engine, entries: list[TokenLogprob | None], token_ids: list[int]) -> dict:
-    """OpenAI's completions shape: tokens, token_logprobs (None for a first prompt token), top_logprobs."""
-    tok = engine.tokenizer
-    strings = tok.token_strings(token_ids)
-    offsets, pos = [], 0
-    for s in strings:
-        offsets.append(pos)
-        pos += len(s)
-    return {
-        "tokens": strings,
-        "token_logprobs": [None if e is None else e.logprob for e in entries],
-        "top_logprobs": [None if e is None else {tok.token_strings([t])[0]: lp for t, lp in e.top} or
-                         {s: e.logprob} for e, s in zip(entries, strings)],
-        "text_offset": offsets,
-    }
+    per_choice = await _until_disconnect(request, whole(), route, gen.started)
+    _log(state, gen.request_id, name, gen.prompt_tokens, gen.completion_tokens, gen.started)
+    return JSONResponse(fmt.response(per_choice, gen.usage()).model_dump(mode="json"))
 
 
 # --- routes -------------------------------------------------------------------------------------------------------
@@ -208,7 +202,7 @@ async def retrieve_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     started = time.perf_counter()
     state, engine = _serving(request, body.model)
     _check_n(state, body.n)
@@ -224,64 +218,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                                          offered if knows_tools else None)
     max_tokens = _max_tokens(engine, len(prompt_ids), body.requested_max_tokens, "messages")
     rid = f"chatcmpl-{uuid.uuid4().hex}"
-    streams = [run_choice(engine, state.metrics, rid, i, prompt_ids, body.sampling_options(max_tokens, body.logprobs_k, i),
-                          body.stops, started) for i in range(body.n)]
-    created = int(time.time())
-    base = {"id": rid, "created": created, "model": body.model}
-
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def sse() -> AsyncIterator[str]:
-            completion_tokens = 0
-            tools = [toolcalls.ToolStream(mode, names) for _ in range(body.n)]
-            for i in range(body.n):
-                yield _sse({**base, "object": "chat.completion.chunk",
-                            "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                         "logprobs": None, "finish_reason": None}]})
-            async for ev in merge(streams):
-                completion_tokens += len(ev.token_ids)
-                text, reason, delta = tools[ev.index].push(ev.text), ev.finish_reason, {}
-                if reason is not None:
-                    held, calls = tools[ev.index].end()
-                    text += held
-                    if calls:
-                        delta["tool_calls"] = [c.to_openai(k) for k, c in enumerate(calls)]
-                        reason = "tool_calls"
-                if text:
-                    delta["content"] = text
-                if not delta and reason is None and not (body.logprobs and ev.logprobs):
-                    continue
-                choice = {"index": ev.index, "delta": delta,
-                          "logprobs": _chat_logprobs(engine, ev.logprobs) if body.logprobs else None,
-                          "finish_reason": reason}
-                yield _sse({**base, "object": "chat.completion.chunk", "choices": [choice]})
-            if include_usage:
-                usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
-                              total_tokens=len(prompt_ids) + completion_tokens)
-                yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage.model_dump()})
-            yield "data: [DONE]\n\n"
-            _log(state, rid, "chat.stream", len(prompt_ids), completion_tokens, started)
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    per_choice = await _until_disconnect(request, _gather(merge(streams), body.n), "/v1/chat/completions", started)
-    choices, completion_tokens = [], 0
-    for i, events in enumerate(per_choice):
-        entries = [lp for ev in events for lp in ev.logprobs]
-        completion_tokens += sum(len(ev.token_ids) for ev in events)
-        content, calls = toolcalls.finish(mode, "".join(ev.text for ev in events), names)
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            message["tool_calls"] = [c.to_openai() for c in calls]
-        reason = "tool_calls" if calls else (events[-1].finish_reason if events else "length")
-        choices.append({"index": i, "message": message,
-                        "logprobs": _chat_logprobs(engine, entries) if body.logprobs else None,
-                        "finish_reason": reason})
-    usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
-                  total_tokens=len(prompt_ids) + completion_tokens)
-    _log(state, rid, "chat", len(prompt_ids), completion_tokens, started)
-    return {**base, "object": "chat.completion", "choices": choices, "usage": usage.model_dump()}
+    jobs = [Job(i, prompt_ids, body.sampling_options(max_tokens, body.logprobs_k, i)) for i in range(body.n)]
+    gen = Generation(engine, state.metrics, rid, jobs, body.stops, started, prompt_tokens=len(prompt_ids))
+    fmt = ChatFormat(engine, rid, int(time.time()), body.model, body.n, body.logprobs, mode, names)
+    return await _respond(request, state, gen, fmt, body, "chat", "/v1/chat/completions")
 
 
 def _all_prompt_ids(engine: Engine, prompts: list[str | list[int]]) -> list[list[int]]:
@@ -303,7 +243,7 @@ def _prompt_ids(engine: Engine, prompt: str | list[int]) -> list[int]:
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request) -> Any:
+async def completions(body: CompletionRequest, request: Request) -> Response:
     started = time.perf_counter()
     state, engine = _serving(request, body.model)
     raw_prompts = body.prompts()
@@ -315,73 +255,13 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     prompts = await asyncio.to_thread(_all_prompt_ids, engine, raw_prompts)  # off the event loop
     limits = [_max_tokens(engine, len(ids), body.max_tokens, "prompt") for ids in prompts]
     rid = f"cmpl-{uuid.uuid4().hex}"
-    base = {"id": rid, "object": "text_completion", "created": int(time.time()), "model": body.model}
     # choice index = prompt number * n + sample number, as OpenAI numbers them
-    jobs = [(p * body.n + i, ids, limits[p], i) for p, ids in enumerate(prompts) for i in range(body.n)]
-    generating = [j for j in jobs if j[2] > 0]
-    streams = [run_choice(engine, state.metrics, rid, idx, ids, body.sampling_options(mt, body.logprobs, i),
-                          body.stops, started) for idx, ids, mt, i in generating]
-    prompt_tokens = sum(len(ids) for ids in prompts) * body.n
-
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-        async def sse() -> AsyncIterator[str]:
-            completion_tokens = 0
-            if body.echo:
-                for idx, ids, _, _ in jobs:
-                    yield _sse({**base, "choices": [{"index": idx, "text": engine.tokenizer.decode(ids),
-                                                     "logprobs": None, "finish_reason": None}]})
-            for idx, _, mt, _ in jobs:
-                if mt == 0:
-                    yield _sse({**base, "choices": [{"index": idx, "text": "", "logprobs": None, "finish_reason": "length"}]})
-            async for ev in merge(streams):
-                completion_tokens += len(ev.token_ids)
-                lp = _legacy_logprobs(engine, list(ev.logprobs), ev.token_ids) if body.logprobs is not None else None
-                yield _sse({**base, "choices": [{"index": ev.index, "text": ev.text, "logprobs": lp,
-                                                 "finish_reason": ev.finish_reason}]})
-            if include_usage:
-                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                              total_tokens=prompt_tokens + completion_tokens)
-                yield _sse({**base, "choices": [], "usage": usage.model_dump()})
-            yield "data: [DONE]\n\n"
-            _log(state, rid, "completions.stream", prompt_tokens, completion_tokens, started)
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    async def work() -> tuple[dict[int, list[ChoiceEvent]], dict[int, list[TokenLogprob | None]]]:
-        per_index: dict[int, list[ChoiceEvent]] = {}
-        if streams:
-            collected = await _gather(merge(streams), len(jobs))
-            per_index = {idx: collected[idx] for idx, *_ in generating}
-        scores: dict[int, list[TokenLogprob | None]] = {}
-        if body.echo and body.logprobs is not None:
-            for p, ids in enumerate(prompts):
-                scores[p] = await engine.score(ids, body.logprobs)  # cancellable: stops between chunks
-        return per_index, scores
-
-    per_index, scores = await _until_disconnect(request, work(), "/v1/completions", started)
-    choices, completion_tokens = [], 0
-    for idx, ids, _, _ in jobs:
-        events = per_index.get(idx, [])
-        gen_ids = [t for ev in events for t in ev.token_ids]
-        completion_tokens += len(gen_ids)
-        text = "".join(ev.text for ev in events)
-        prefix = engine.tokenizer.decode(ids) if body.echo else ""
-        logprobs = None
-        if body.logprobs is not None:
-            entries: list[TokenLogprob | None] = [lp for ev in events for lp in ev.logprobs]
-            token_ids = gen_ids[: len(entries)]
-            if body.echo:
-                entries = scores[idx // body.n] + entries
-                token_ids = ids + token_ids
-            logprobs = _legacy_logprobs(engine, entries, token_ids)
-        choices.append({"index": idx, "text": prefix + text, "logprobs": logprobs,
-                        "finish_reason": events[-1].finish_reason if events else "length"})
-    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                  total_tokens=prompt_tokens + completion_tokens)
-    _log(state, rid, "completions", prompt_tokens, completion_tokens, started)
-    return {**base, "choices": choices, "usage": usage.model_dump()}
+    jobs = [Job(p * body.n + i, ids, body.sampling_options(limits[p], body.logprobs, i))
+            for p, ids in enumerate(prompts) for i in range(body.n)]
+    gen = Generation(engine, state.metrics, rid, jobs, body.stops, started,
+                     prompt_tokens=sum(len(ids) for ids in prompts) * body.n)
+    fmt = CompletionFormat(engine, rid, int(time.time()), body.model, jobs, body.n, body.echo, body.logprobs)
+    return await _respond(request, state, gen, fmt, body, "completions", "/v1/completions")
 
 
 # --- tokenizer routes (vLLM's shapes) -----------------------------------------------------------------------------
