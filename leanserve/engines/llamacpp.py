@@ -396,15 +396,11 @@ class LlamaCppEngine(Engine):
         """Logprobs of the prompt tokens that these positions predict; the whole list once the prompt is done."""
         import torch
 
+        from leanserve.engines.sampler import chunk_logprobs
+
         if rows:
             logits = torch.from_numpy(np.stack([self._logits(i) for i, _ in rows]))  # [chunk, V]
-            logprobs = torch.log_softmax(logits, dim=-1)
-            targets = torch.tensor([job.prompt[pos + 1] for _, pos in rows])
-            chosen = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
-            tops = torch.topk(logprobs, job.top_logprobs, dim=-1) if job.top_logprobs > 0 else None
-            for r, target in enumerate(targets.tolist()):
-                top = list(zip(tops.indices[r].tolist(), tops.values[r].tolist())) if tops is not None else []
-                job.scored.append(TokenLogprob(target, chosen[r], top))
+            job.scored += chunk_logprobs(logits, [job.prompt[pos + 1] for _, pos in rows], job.top_logprobs)
         if not job.prefilling:
             job.send(job.scored)
             self._free(job, "scored")

@@ -70,6 +70,19 @@ def token_logprob(logprobs: torch.Tensor, token: int, k: int) -> TokenLogprob:
     return TokenLogprob(token, float(logprobs[token]), top)
 
 
+def chunk_logprobs(logits: torch.Tensor, targets: list[int], top_logprobs: int) -> list[TokenLogprob]:
+    """Logprob of each target (row i of `logits` [C, V] predicts targets[i]) and the top-k, from one
+    chunk's log-softmax: the only [C, V] float32 tensor scoring holds at a time."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    index = torch.tensor(targets, device=logprobs.device).unsqueeze(1)
+    chosen = logprobs.gather(1, index).squeeze(1).tolist()
+    if top_logprobs <= 0:
+        return [TokenLogprob(t, lp, []) for t, lp in zip(targets, chosen)]
+    tops = torch.topk(logprobs, top_logprobs, dim=-1)
+    return [TokenLogprob(t, lp, list(zip(ti, tv))) for t, lp, ti, tv in
+            zip(targets, chosen, tops.indices.tolist(), tops.values.tolist())]
+
+
 @dataclass
 class Slot:
     """One live request's sampling state; `logprobs` grows by one entry per generated token."""

@@ -46,21 +46,6 @@ class ScoringCancelled(Exception):
     """Raised in the scoring thread when its request was cancelled between two chunks."""
 
 
-def chunk_logprobs(logits: Any, targets: list[int], top_logprobs: int) -> list[TokenLogprob]:
-    """Logprob of each target (row i of `logits` [C, V] predicts targets[i]) and the top-k, from one
-    chunk's log-softmax: the only [C, V] float32 tensor scoring holds at a time."""
-    import torch
-
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    index = torch.tensor(targets, device=logprobs.device).unsqueeze(1)
-    chosen = logprobs.gather(1, index).squeeze(1).tolist()
-    if top_logprobs <= 0:
-        return [TokenLogprob(t, lp, []) for t, lp in zip(targets, chosen)]
-    tops = torch.topk(logprobs, top_logprobs, dim=-1)
-    return [TokenLogprob(t, lp, list(zip(ti, tv))) for t, lp, ti, tv in
-            zip(targets, chosen, tops.indices.tolist(), tops.values.tolist())]
-
-
 def _weight_sharing_twin(model: Any) -> Any:
     """A second module tree over the same weight tensors, for prompt scoring.
 
@@ -296,6 +281,8 @@ class TransformersEngine(Engine):
         self._score_cancel = cancelled  # scoring is serialised by _score_lock: one event at a time
         head = self._scorer.get_output_embeddings()
         softcap = getattr(self._scorer.config, "final_logit_softcapping", None)
+        from leanserve.engines.sampler import chunk_logprobs
+
         result: list[TokenLogprob | None] = [None]
         with torch.no_grad():
             ids = torch.tensor([prompt_ids[:-1]], device=self._model.device)  # the last token predicts nothing scored
