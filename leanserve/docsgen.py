@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# typer ships its own copy of click, so commands and options are read by their attributes, not by class
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 BEGIN, END = "<!-- generated: {name} (python -m leanserve.docsgen) -->", "<!-- end generated: {name} -->"
 
@@ -42,9 +41,7 @@ def _default(param: Any) -> str:
 
 
 def _flag(param: Any) -> str:
-    names = list(param.opts) + list(getattr(param, "secondary_opts", []))
-    flags = " / ".join(f"`{n}`" for n in names)
-    return flags
+    return " / ".join(f"`{n}`" for n in [*param.opts, *getattr(param, "secondary_opts", [])])
 
 
 def _command_section(path: str, command: Any) -> list[str]:
@@ -60,6 +57,7 @@ def _command_section(path: str, command: Any) -> list[str]:
 
 
 def _walk(prefix: str, group: Any) -> list[str]:
+    # typer ships its own copy of click, so commands and options are told apart by attributes, not class
     lines: list[str] = []
     for name, command in group.commands.items():
         path = f"{prefix} {name}"
