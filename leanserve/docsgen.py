@@ -56,25 +56,27 @@ def _command_section(path: str, command: Any) -> list[str]:
     return lines
 
 
-def _walk(prefix: str, group: Any) -> list[str]:
-    # typer ships its own copy of click, so commands and options are told apart by attributes, not class
-    lines: list[str] = []
-    for name, command in group.commands.items():
-        path = f"{prefix} {name}"
-        if hasattr(command, "commands"):
-            lines += _walk(path, command)
-        else:
-            lines += _command_section(path, command)
-    return lines
-
-
-def cli_markdown() -> str:
-    """docs/cli.md: one section per command, one table row per option."""
+def commands() -> list[tuple[str, Any]]:
+    """Every leaf command of the typer app with its full name: [("leanserve serve", command), ...]."""
     import typer.main
 
     from leanserve.cli import app
 
-    return "\n".join([CLI_HEADER, *_walk("leanserve", typer.main.get_command(app))]).rstrip() + "\n"
+    # typer ships its own copy of click, so groups and commands are told apart by attributes, not class
+    def walk(prefix: str, group: Any) -> list[tuple[str, Any]]:
+        out = []
+        for name, command in group.commands.items():
+            path = f"{prefix} {name}"
+            out += walk(path, command) if hasattr(command, "commands") else [(path, command)]
+        return out
+
+    return walk("leanserve", typer.main.get_command(app))
+
+
+def cli_markdown() -> str:
+    """docs/cli.md: one section per command, one table row per option."""
+    sections = [line for path, command in commands() for line in _command_section(path, command)]
+    return "\n".join([CLI_HEADER, *sections]).rstrip() + "\n"
 
 
 def refused_markdown() -> str:

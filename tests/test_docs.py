@@ -71,3 +71,26 @@ def test_runnable_examples_exist_and_are_python_or_bash() -> None:
     runnable = [b for path in doc_files() for b in blocks(path) if b.runnable]
     assert len(runnable) >= 4 and {b.lang for b in runnable} == {"bash", "python"}
     assert any(b.path.name == "README.md" for b in runnable)
+
+
+def _cli_options() -> dict[str, set[str]]:
+    """{'serve': {'--profile', ...}, 'models pull': {...}} from the typer app."""
+    return {path.removeprefix("leanserve "): {o for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]}
+            for path, command in docsgen.commands()}
+
+
+def test_leanserve_commands_in_examples_use_real_options() -> None:
+    options, checked = _cli_options(), 0
+    for path in doc_files():
+        for block in blocks(path):
+            for line in block.code.replace("\\\n", " ").splitlines():
+                words = line.split("#")[0].split()
+                if "leanserve" not in words[:3] or words.index("leanserve") + 1 >= len(words):
+                    continue
+                rest = words[words.index("leanserve") + 1:]
+                command = " ".join(rest[:2]) if rest[0] == "models" else rest[0]
+                assert command in options, f"{path.name}: unknown command in {line!r}"
+                flags = {w.split("=")[0] for w in rest if w.startswith("--")}
+                assert flags <= options[command], f"{path.name}: {sorted(flags - options[command])} in {line!r}"
+                checked += 1
+    assert checked >= 10
