@@ -146,7 +146,7 @@ ROWS = (("leanserve-bf16", "leanserve HTTP", "bf16"), ("direct-bf16", "vLLM dire
 
 
 def markdown(payload: dict[str, Any]) -> str:
-    """The measurements and the goals as two tables (what goes in the README's Benchmarks section)."""
+    """The measurements and the goals as two tables (what goes in docs/benchmarks.md)."""
     results, goals = payload["results"], [Goal(**g) for g in payload["goals"]]
     lines = [f"GPU run: {payload['device']}, {payload['date']}{' (DRY RUN: synthetic figures)' if payload['dry_run'] else ''}",
              "", "| engine | profile | streams | tok/s | TTFT (median) | TTFT p50, 512-token prompt | ready in |",

@@ -52,7 +52,7 @@ print_calls() {
     echo "  run(carry=[\"$rel/$p\", \"$rel/SHA256SUMS\"], command=\"$cmd\", timeout_s=$limit)"
   done
   echo "  run(command=\"BUDGET_S=420 bash benchmarks/gpu/run.sh\", timeout_s=540)"
-  echo "then: copy \$files_at/gpu-h200-<date>.json to benchmarks/results/, and its .md table into README.md."
+  echo "then: copy \$files_at/gpu-h200-<date>.json to benchmarks/results/, and its .md table into docs/benchmarks.md."
 }
 
 if [ "$calls_only" = 1 ]; then print_calls; exit 0; fi

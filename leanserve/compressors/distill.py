@@ -3,7 +3,7 @@
 The student keeps every `keep_every`-th decoder block (and the last), with the teacher's weights, and
 is trained with KL(teacher || student) on the next-token distributions over calibration text (plus
 optional cross-entropy). CPU default: a few steps, enough to show the loss falls; a real run is a
-GPU job with more steps (README gives the setting).
+GPU job with more steps (docs/profiles.md gives the setting).
 """
 
 from __future__ import annotations
