@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 from openai import OpenAI
 
 from leanserve.evals.runner import free_port
@@ -30,6 +32,7 @@ from tests.servers import Server, follow
 
 pytestmark = pytest.mark.image
 
+ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("LEANSERVE_IMAGE", "localhost/leanserve:cpu")
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 CALIB_LINES = 400  # of wikitext-2 validation: enough text for 8 x 256-token GPTQ samples
@@ -115,8 +118,8 @@ def container(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Iterator[
         subprocess.run(["podman", "rm", "-f", cid], capture_output=True)
 
 
-def ask_france(server: Server) -> str:
-    client = OpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+def ask_france(server: Server, api_key: str = "unused") -> str:
+    client = OpenAI(base_url=f"{server.base_url}/v1", api_key=api_key, max_retries=0, timeout=300)
     r = client.chat.completions.create(model=MODEL, messages=FRANCE, max_tokens=16, temperature=0)
     return r.choices[0].message.content or ""
 
@@ -142,16 +145,32 @@ def test_image_first_start_pulls_into_data_serves_as_its_user_and_passes_its_hea
     assert down.returncode != 0
 
 
-def test_image_builds_gptq4_into_data_and_serves_it(container: Container) -> None:
+def compose_env(service: str, **given: str) -> dict[str, str]:
+    """A compose.yaml service's environment as `docker compose up` gives it: ${NAME:-default} takes `given`
+    (the user's shell or .env) or else the default."""
+    env = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"][service]["environment"]
+
+    def value(m: re.Match) -> str:
+        return given.get(m.group(1), m.group(2))
+
+    return {k: re.sub(r"\$\{(\w+):-([^}]*)\}", value, str(v)) for k, v in env.items()}
+
+
+def test_image_builds_gptq4_into_data_and_serves_it_as_compose_does(container: Container) -> None:
     # `docker run --rm -v leanserve:/data --entrypoint leanserve IMAGE compress ...` (docs/docker.md)
     job = container.run(["leanserve", "compress", "--profile", "gptq-4", "--calib", "/data/calib.txt", *SMALL_GPTQ],
                         timeout=1800, OMP_NUM_THREADS="1", COLUMNS="200")
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     artifact = container.data / "artifacts" / MODEL / "gptq-4"
     assert (artifact / "manifest.json").is_file(), job.stdout[-2000:]
-    server = container.serve(LEANSERVE_PROFILE="gptq-4")
+    # `LEANSERVE_PROFILE=gptq-4 LEANSERVE_API_KEY=secret docker compose --profile cpu up leanserve-cpu prometheus`
+    env = compose_env("leanserve-cpu", LEANSERVE_PROFILE="gptq-4", LEANSERVE_API_KEY="secret")
+    server = container.serve(**env)
     try:
         assert "ready: profile=gptq-4 engine=transformers" in server.log_text(), server.log_text()
-        assert "Paris" in ask_france(server)
+        assert "Paris" in ask_france(server, "secret")
+        assert httpx.get(f"{server.base_url}/v1/models", timeout=10).status_code == 401
+        scrape = httpx.get(f"{server.base_url}/metrics", timeout=10)  # as deploy/prometheus.yml scrapes: no key
+        assert scrape.status_code == 200 and 'profile="gptq-4"' in scrape.text, scrape.text[:500]
     finally:
         server.stop()
