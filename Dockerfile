@@ -48,6 +48,12 @@ ENTRYPOINT ["leanserve", "serve"]
 FROM ${CUDA_BASE} AS gpu
 # vLLM 0.26.0 is the release measured on the team's CUDA machine (shared/gpu/README.md).
 ARG VLLM_VERSION=0.26.0
+# As in the cpu target: pip's sources for a mirror or local wheels (the default: PyPI, CUDA builds of torch).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CONSTRAINT
+ARG PIP_CERT
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
     LEANSERVE_HOME=/data LEANSERVE_HOST=0.0.0.0 LEANSERVE_PORT=8000 \
