@@ -4,7 +4,7 @@
 set -euo pipefail
 image=$1 code=$2
 cid=$(podman create "$image")
-trap 'podman umount "$cid" >/dev/null; podman rm -f "$cid" >/dev/null' EXIT
+trap 'podman umount "$cid" >/dev/null; podman rm -f "$cid" >/dev/null 2>&1' EXIT
 root=$(podman mount "$cid")
 mapfile -t env < <(podman image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$image" | grep .)
 unshare --mount sh -c 'mount -t proc proc "$1/proc" && mount --rbind /dev "$1/dev" && shift && exec "$@"' sh "$root" \
