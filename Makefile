@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 USERS ?= 4
 DURATION ?= 60s
 
-.PHONY: setup setup-vllm serve serve-vllm test bench loadtest clean
+.PHONY: setup setup-vllm serve serve-vllm test bench loadtest image image-gpu-check clean
 
 # llama-cpp-python compiles llama.cpp when it installs. LLAMA_BUILD=native (the default) compiles it for
 # this CPU's instruction sets only: minutes, and it never leaves this machine: no pip cache, and the stamp
@@ -84,6 +84,29 @@ bench: setup setup-vllm
 # Load-test a server that `make serve` started (in another shell): writes loadtest-results/.
 loadtest: setup
 	$(VENV)/bin/leanserve loadtest --url http://$(HOST):$(PORT) --users $(USERS) --duration $(DURATION)
+
+# The container images, built and checked without Docker or a registry (docs/docker.md): root, podman and
+# debootstrap (apt-get install podman debootstrap). A Debian bookworm base from debootstrap stands in for
+# python:3.x-slim; pip in the build sees this host's package sources (deploy/image/pip_sources.py).
+# `make image`: build the CPU image and smoke-test it (tests/test_image.py, the `image` tier).
+IMAGE ?= localhost/leanserve:cpu
+IMAGE_BASE ?= localhost/leanserve-base:bookworm
+IMAGE_GPU ?= localhost/leanserve:gpu-check
+IMAGE_TOOLS := $(shell command -v podman >/dev/null && command -v debootstrap >/dev/null && echo ok)
+
+image: setup
+	@test -n "$(IMAGE_TOOLS)" || { echo "make image needs podman and debootstrap: apt-get install podman debootstrap"; exit 1; }
+	podman image exists $(IMAGE_BASE) || deploy/image/base.sh $(IMAGE_BASE) .image
+	deploy/image/build.sh cpu $(IMAGE) $(IMAGE_BASE) $(VENV)/bin/python
+	LEANSERVE_IMAGE=$(IMAGE) $(VENV)/bin/python -m pytest -m image tests/test_image.py $(PYTEST_ARGS)
+
+# The GPU target as far as it goes without the CUDA base image and a GPU: the same steps on the Debian
+# base (pip resolves vLLM, leanserve and their pins), then the result imports (no CUDA kernel runs).
+image-gpu-check: setup
+	@test -n "$(IMAGE_TOOLS)" || { echo "make image-gpu-check needs podman and debootstrap"; exit 1; }
+	podman image exists $(IMAGE_BASE) || deploy/image/base.sh $(IMAGE_BASE) .image
+	deploy/image/build.sh gpu $(IMAGE_GPU) $(IMAGE_BASE) $(VENV)/bin/python
+	deploy/image/imports.sh $(IMAGE_GPU) "import vllm, leanserve.engines.vllm, leanserve.cli; print('vllm', vllm.__version__)"
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV)

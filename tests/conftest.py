@@ -16,14 +16,20 @@ from tests.servers import API_KEY, Server, start_server
 from tests.support import shared_data
 
 ENGINES = ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
-TIERS = ("unit", "server", "build")  # every test has exactly one (pyproject.toml says what each means)
+TIERS = ("unit", "server", "build", "image")  # every test has exactly one (pyproject.toml says what each means)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse a test without exactly one tier marker, so `-m unit` and friends select what they say."""
+    """Refuse a test without exactly one tier marker, so `-m unit` and friends select what they say.
+    The image tier (root, podman, a built image) runs only when a -m expression names it (`make image`)."""
     wrong = [item.nodeid for item in items if sum(item.get_closest_marker(t) is not None for t in TIERS) != 1]
     if wrong:
         raise pytest.UsageError(f"tests need exactly one of the markers {', '.join(TIERS)}: {', '.join(wrong[:10])}")
+    if "image" not in config.getoption("markexpr", ""):
+        image = [item for item in items if item.get_closest_marker("image") is not None]
+        if image:
+            config.hook.pytest_deselected(items=image)
+            items[:] = [item for item in items if item.get_closest_marker("image") is None]
 
 
 @pytest.fixture(scope="session")

@@ -76,7 +76,12 @@ def start_server(engine: str, profile: str, home: Path, *extra: str, wait_ready:
            "--max-body-bytes", "1000000", *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    server = Server(proc, port, engine, profile)
+    return follow(Server(proc, port, engine, profile), wait_ready)
+
+
+def follow(server: Server, wait_ready: bool = True) -> Server:
+    """Read a started server's log (stdout with stderr merged) in a thread that sets its events."""
+    proc = server.proc
 
     def read() -> None:
         assert proc.stdout is not None

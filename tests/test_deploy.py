@@ -89,3 +89,31 @@ def test_dashboard_uses_only_exported_metric_names() -> None:
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("first token", "latency", "tokens/s", "memory", "requests by profile"):
         assert topic in titles
+
+
+def _pip_sources():  # noqa: ANN202
+    """deploy/image/pip_sources.py, a script (not part of the package), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pip_sources", ROOT / "deploy/image/pip_sources.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_image_build_passes_pip_sources_as_build_args_the_dockerfile_declares(tmp_path: Path) -> None:
+    pip_sources = _pip_sources()
+    (tmp_path / "simple").mkdir()
+    (tmp_path / "wheels").mkdir()
+    args = pip_sources.podman_args({"extra-index-url": f"file://{tmp_path}/simple https://mirror.example/simple",
+                                    "find-links": str(tmp_path / "wheels"), "index-url": "https://mirror.example/pypi"})
+    pairs = list(zip(args[::2], args[1::2]))
+    assert ("--build-arg", f"PIP_EXTRA_INDEX_URL=file://{tmp_path}/simple https://mirror.example/simple") in pairs
+    assert ("--build-arg", "PIP_INDEX_URL=https://mirror.example/pypi") in pairs
+    mounts = [v for k, v in pairs if k == "-v"]  # a local index's parent (its pages link to ../../files), no URLs
+    assert mounts == [f"{tmp_path}:{tmp_path}:ro", f"{tmp_path / 'wheels'}:{tmp_path / 'wheels'}:ro"]
+    text = (ROOT / "Dockerfile").read_text()
+    for stage in text.split("AS gpu", 1):  # a build arg a stage does not declare never reaches its pip
+        declared = set(re.findall(r"^ARG (PIP_\w+)", stage, flags=re.M))
+        assert {"PIP_" + k.upper().replace("-", "_") for k in pip_sources.KEYS} <= declared, declared
