@@ -137,9 +137,12 @@ class Engine(abc.ABC):
 
     @classmethod
     def default_dtype(cls, load: LoadSpec, device: str) -> str:
-        """--dtype auto: bfloat16 on GPUs; float32 on CPUs, where vLLM-CPU's bf16 path answered with
-        garbage on AVX2 machines without AVX512-BF16, and a small model gains little from bf16."""
-        return "bfloat16" if device == "cuda" else "float32"
+        """--dtype auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16 or AMX, read at run time);
+        float32 on other CPUs, where bf16 is emulated (slower) and vLLM-CPU's bf16 path answered with garbage
+        on AVX2. On AVX512-BF16 it gave the same perplexity as float32, faster (docs/engines.md has the figures)."""
+        from leanserve.hardware import cpu_has_bf16
+
+        return "bfloat16" if device == "cuda" or cpu_has_bf16() else "float32"
 
     @classmethod
     def is_installed(cls) -> bool:
