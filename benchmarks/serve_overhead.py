@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -38,9 +37,9 @@ def device_name() -> str:
             return torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu} ({os.cpu_count()} cores)"
+    from leanserve.hardware import cpu_name
+
+    return cpu_name()
 
 
 # --- one run: `streams` concurrent generations of `tokens` tokens, via a function that yields token counts --

@@ -84,16 +84,23 @@ def compress(
     calib: Annotated[str | None, typer.Option(help="Calibration text: 'wikitext2-valid' (default, from the shared eval data) or a .txt/.jsonl file.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Override a profile parameter, KEY=VALUE (repeatable), e.g. --param calib_samples=16.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
+    if_missing: Annotated[bool, typer.Option(help="Build only if not built yet; a profile without a build step "
+                                                  "(bf16, nf4, int8) is left alone (what `make serve` runs first).")] = False,
     home: HomeOpt = None,
 ) -> None:
     """Build PROFILE's artifact from MODEL (atomically: a killed job leaves nothing that loads)."""
     from leanserve.compressors.job import run_job
     from leanserve.profiles.registry import get_profile, with_params
+    from leanserve.profiles.store import artifact_dir, read_manifest
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     h = _home(home)
     try:
         spec = get_profile(profile, h)
+        if if_missing and (spec.build is None or
+                           read_manifest(artifact_dir(h, model or models.DEFAULT_MODEL, spec.name)) is not None):
+            console.print(f"{profile}: {'built already' if spec.build else 'no build step'}, nothing to build")
+            return
         if param:
             spec = with_params(spec, _parse_params(param))
         path = run_job(spec, model, h, calib=calib, force=force)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 
 def cuda_available() -> bool:
     try:
@@ -17,11 +20,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: what vLLM-CPU's bf16 and 4-bit (WNA16) kernels need to compute correctly."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX, read from /proc/cpuinfo now (never assumed): what makes bfloat16 native on a CPU,
+    and what vLLM-CPU's bf16 and 4-bit (WNA16) kernels need to compute correctly."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name and core count, e.g. 'AMD EPYC (2 cores)': how benchmark results name a machine."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 platform.processor())
+    return f"{model} ({os.cpu_count()} cores)"

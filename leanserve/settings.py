@@ -50,7 +50,8 @@ class Settings:
     host: str = setting("127.0.0.1", "Address to listen on.")
     port: int = setting(8000, "Port to listen on.")
     device: str = setting("auto", "auto, cpu or cuda.")
-    dtype: str = setting("auto", "auto (bfloat16 on GPUs, float32 on CPUs), float32, bfloat16, float16.")
+    dtype: str = setting("auto", "auto (bfloat16 on GPUs, float32 on CPUs: docs/engines.md says why), "
+                         "float32, bfloat16, float16.")
     max_model_len: int | None = setting(None, "Context window in tokens (default: the model's).")
     # any of these keys opens every route but /health; empty: no auth. From --api-key and --api-keys-file.
     api_keys: tuple[str, ...] = ()

@@ -20,6 +20,7 @@ import psutil
 import pytest
 from openai import OpenAI
 
+from leanserve.engines.speed import Machine, load_table
 from leanserve.engines.tokenizer import Tokenizer
 from tests.conftest import MODEL
 from tests.servers import API_KEY, Server, start_server
@@ -246,3 +247,16 @@ def test_a_truncated_gguf_gives_a_clear_startup_error(gguf: Path, tmp_path: Path
     out = r.stdout + r.stderr
     assert r.returncode == 1, out[-3000:]  # an error exit, not an abort (SIGABRT would be -6)
     assert "could not load the model" in out and "llama.cpp could not load" in out
+
+
+def test_auto_serves_q4_k_m_on_llamacpp_and_says_why(artifact: Path, gguf_home: Path) -> None:
+    server = start_server("auto", "q4_k_m", gguf_home)
+    try:
+        health = httpx.get(f"{server.base_url}/health").json()
+        assert health["engine"] == "llamacpp"
+        table = load_table()
+        if table is not None and table.mismatch(Machine.here("cpu")) is None:  # the committed table holds here
+            assert "fastest measured for q4_k_m here: llamacpp" in health["engine_reason"]
+        assert f"engine=llamacpp ({health['engine_reason']})" in server.log_text()  # the startup log says it too
+    finally:
+        server.stop()

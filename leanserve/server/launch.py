@@ -7,18 +7,23 @@ here, at once, with a message that says what to do.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 
 from leanserve import models
-from leanserve.engines import choose_engine, engine_class
+from leanserve.engines import RELAUNCHED, EngineChoice, choose_engine, engine_interpreters, resolve_dtype
 from leanserve.engines.base import EngineConfig, MemoryBudget
+from leanserve.engines.speed import Machine, load_table
 from leanserve.errors import ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
@@ -116,8 +121,14 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     path, base_name = weights_dir(settings, spec)
     spec = served_as_gguf(spec, path)
     device = resolve_device(settings.device)
-    choice = choose_engine(settings.engine, spec, device)
-    dtype = settings.dtype if settings.dtype != "auto" else engine_class(choice.name).default_dtype(spec.load, device)
+    choice = choose_engine(settings.engine, spec, device, dtype=settings.dtype, table=load_table(),
+                           machine=Machine.here(device), elsewhere=engine_interpreters())
+    if choice.python:
+        relaunch(choice)
+    if os.environ.get(RELAUNCHED):
+        choice = dataclasses.replace(choice, reason=f"{choice.reason}; serve moved to {sys.executable}, "
+                                                    f"the environment that has {choice.name}")
+    dtype = resolve_dtype(choice.name, spec, device, settings.dtype)
     served = settings.served_model_name or model_slug(base_name)
     metrics = ServerMetrics(spec.name, served)
     metrics.describe_model(method=spec.method, bits=spec.bits, engine=choice.name, base_model=base_name,
@@ -132,6 +143,15 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
              path, served, spec.name, device, dtype, choice.name, choice.reason)
     return state, config
+
+
+def relaunch(choice: EngineChoice) -> NoReturn:
+    """Serve again, with the same arguments, under the interpreter whose environment has the chosen engine (vLLM
+    lives in its own venv). The new process chooses again without other environments, so it never moves twice."""
+    assert choice.python is not None
+    log.info("engine %s is installed in %s, not here: serving from there (%s)", choice.name, choice.python,
+             choice.reason)
+    os.execve(choice.python, [choice.python, "-m", "leanserve.cli", *sys.argv[1:]], {**os.environ, RELAUNCHED: "1"})
 
 
 def record_load(state: ServerState, load_time_s: float) -> None:
