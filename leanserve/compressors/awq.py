@@ -18,7 +18,7 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     params: Params = ctx.params
     model, tokenizer, calib = load(ctx)
     scheme, group = weight_scheme(model, params.scheme, params.group_size)
-    recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
+    recipe = [AWQModifier(duo_scaling=params.duo_scaling, n_grid=params.n_grid), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
     with no_pinned_memory_without_cuda():
         facts = run_oneshot(ctx, model, tokenizer, calib, recipe)
     return {**facts, "scheme": params.scheme, "group_size": group}

@@ -1,4 +1,5 @@
-"""The gptq-4 / gptq-8 build: llm-compressor's GPTQModifier (W4A16 or W8A16), saved as compressed-tensors."""
+"""The gptq-4 / gptq-8 build: llm-compressor's GPTQModifier (W4A16_ASYM or W8A16, static activation order,
+dampened Hessian), saved as compressed-tensors."""
 
 from __future__ import annotations
 
@@ -17,5 +18,6 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     params: Params = ctx.params
     model, tokenizer, calib = load(ctx)
     scheme, group = weight_scheme(model, params.scheme, params.group_size)
-    modifier = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=params.dampening_frac)
+    modifier = GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"], dampening_frac=params.dampening_frac,
+                            actorder=None if params.actorder == "none" else params.actorder, block_size=params.block_size)
     return {**run_oneshot(ctx, model, tokenizer, calib, [modifier]), "scheme": params.scheme, "group_size": group}
