@@ -216,9 +216,9 @@ def markdown(rows: list[Row]) -> str:
         "calib: calibration samples x tokens of the compressor job (WikiText-2 validation text).",
         "compression: the bf16 checkpoint's bytes on disk over the profile's size: the smaller of its disk and its "
         "loaded weights (the weights for profiles quantized at load: nf4, int8, int8-gblm).",
-        "Scores are accuracies in % with their Wilson 95% interval in brackets: two rows whose intervals overlap "
-        "are not shown apart by these questions. Chance: " +
-        (", ".join(f"{k} {100 * v:.1f}%" for k, v in chance.items()) or "-") + ".",
+        *(["Scores are accuracies in % with their Wilson 95% interval in brackets: two rows whose intervals "
+           "overlap are not shown apart by these questions. Chance: " +
+           (", ".join(f"{k} {100 * v:.1f}%" for k, v in chance.items()) or "-") + "."] if suites else []),
         "Perplexity is token-level on the WikiText-2 test split (sliding windows).",
         "Examples scored: " + "; ".join(f"{s}: {c}" for s, c in counts.items()) + ".",
         *[reason for suite, reason in LEFT_OUT.items() if any(suite in r.counts for r in rows)],
