@@ -43,7 +43,7 @@ def test_a_typo_in_a_profile_file_names_the_key_and_the_allowed_ones(tmp_path: P
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "typo.toml").write_text(TYPO)
     with pytest.raises(ProfileError, match=r"unknown param 'mlp_kep'; allowed: calib_samples, calib_seq_len, "
-                                           r"heal_steps, lr, mlp_keep"):
+                                           r"checkpoint_every, heal_steps, lr, mlp_keep"):
         load_profiles(tmp_path)
     r = subprocess.run([sys.executable, "-m", "leanserve.cli", "profiles", "--home", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
