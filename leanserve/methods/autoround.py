@@ -4,14 +4,22 @@ the same W4A16 format as gptq-4 and awq-4, so the same kernels serve it."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from leanserve.methods import calibrated
-from leanserve.methods.groups import Scheme, grouped_block_bytes
+from leanserve.methods.groups import grouped_block_bytes
+
+# Symmetric presets only: llm-compressor 0.14's AutoRoundModifier copies auto-round's tuned scales into the
+# checkpoint but not its zero points (its qparam mapping has no "zp"), so an asymmetric build is saved with
+# the wrong zero points. Measured 2026-12-01 (CPU, first 2 WikiText-2 test windows through the server, 2 steps,
+# 4 x 128 calibration): asymmetric 5.52x bf16 perplexity, symmetric 1.59x.
+SymmetricScheme = Literal["W4A16", "W8A16"]
 
 
 class Params(calibrated(128, 512)):  # type: ignore[misc]
-    scheme: Scheme = Field("W4A16_ASYM", description="compressed-tensors preset: weight bits, activation bits, _ASYM")
+    scheme: SymmetricScheme = Field("W4A16", description="compressed-tensors preset (symmetric: see SymmetricScheme)")
     group_size: int = Field(128, gt=0, description="weights per scale (columns); lowered to fit the model's widths")
     iters: int = Field(200, ge=0, description="SignSGD steps per decoder block (auto-round's default; 0 = RTN)")
     batch_size: int = Field(8, ge=1, description="calibration windows per tuning step")
