@@ -46,4 +46,5 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     head = losses[: max(1, len(losses) // 10)]
     tail = losses[-max(1, len(losses) // 10):]
     return {"calibration": calib.describe(), "layers_kept": keep,
-            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses)}
+            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses),
+            "loss_curve": [round(x, 5) for x in losses]}

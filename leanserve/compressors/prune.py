@@ -74,6 +74,7 @@ def build(ctx: BuildContext) -> dict[str, Any]:
         shrink_mlp(layer.mlp, kept_channels(channel_importance(mean, layer.mlp.down_proj.weight), keep))
     model.config.intermediate_size = keep
     heal = params.heal_steps
+    losses: list[float] = []
     if heal:
         from transformers import AutoModelForCausalLM
 
@@ -84,8 +85,9 @@ def build(ctx: BuildContext) -> dict[str, Any]:
         run = HealRun(steps=heal, lr=params.lr, checkpoint_dir=checkpoint_dir(ctx.out_dir, ctx.spec.name),
                       checkpoint_every=params.checkpoint_every,
                       fingerprint=fingerprint({"params": params.model_dump(), "base": str(ctx.base_dir)}))
-        heal_loop(model, teacher, calib.samples, run)
+        losses = heal_loop(model, teacher, calib.samples, run)
     after = sum(p.numel() for p in model.parameters())
     save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "intermediate_size": {"before": old, "after": keep},
-            "parameters": {"before": before, "after": after}, "heal_steps": heal}
+            "parameters": {"before": before, "after": after}, "heal_steps": heal,
+            "loss_curve": [round(x, 5) for x in losses]}
