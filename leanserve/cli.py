@@ -1,4 +1,4 @@
-"""The `leanserve` command: serve, compress, eval, report, fit, loadtest, models, profiles."""
+"""The `leanserve` command: serve, compress, eval, report, fit, recommend, loadtest, models, profiles."""
 
 from __future__ import annotations
 
@@ -139,6 +139,53 @@ def fit(
         _fail(exc)
     console.print_json(json.dumps(p.to_dict())) if json_out else console.print(planner.render(p), highlight=False, soft_wrap=True)
     if not p.fits:
+        raise typer.Exit(1)
+
+
+@app.command()
+def recommend(
+    memory: Annotated[str, typer.Option(help="Memory to serve in, e.g. 8GiB, 7.5GiB, 12GB (SI) or 8G (= GiB).")],
+    context: Annotated[int | None, typer.Option(min=1, help="Sequence length (prompt + answer) to fit (default: the model's whole context).")] = None,
+    results: Annotated[Path | None, typer.Option(help="Folder of evals-*.json results (default: <home>/results/<MODEL>/), e.g. benchmarks/results/report-cpu.")] = None,
+    model: ModelOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Which profile to serve in MEMORY: the lowest measured perplexity among the profiles whose weights, KV
+    cache for CONTEXT, activations and runtime (as `fit` plans them) fit; prints the compress/serve commands."""
+    from leanserve import fit as planner
+    from leanserve import recommend as rec
+    from leanserve.errors import ProfileError
+    from leanserve.evals.report import load_row
+    from leanserve.profiles.registry import get_profile
+    from leanserve.profiles.store import artifact_dir, read_manifest
+    from leanserve.results import EVALS_GLOB, find_evals
+
+    h = _home(home)
+    base = model or models.DEFAULT_MODEL
+    files = sorted({*results.glob(EVALS_GLOB), *results.glob(f"*/{EVALS_GLOB}")}) if results else find_evals(h, base)
+    try:
+        budget = planner.parse_bytes(memory)
+        if not files:
+            raise LeanserveError(f"no results in {results or h / 'results'}: run `leanserve eval --profile NAME` "
+                                 "for the profiles to compare, or pass --results DIR", param="results")
+        rows = [load_row(f) for f in files]
+
+        def plan_of(profile: str) -> planner.Plan | None:
+            try:
+                spec = get_profile(profile, h)
+            except ProfileError:
+                return None  # measured elsewhere under a profile this home does not define
+            return planner.plan_for(model, spec, budget, h, context=context)
+
+        def needs_build(profile: str) -> bool:
+            spec = get_profile(profile, h)
+            return spec.needs_artifact and read_manifest(artifact_dir(h, base, profile)) is None
+
+        text, fits = rec.render(rec.candidates(rows, plan_of, context), budget, needs_build)
+    except LeanserveError as exc:
+        _fail(exc)
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+    if not fits:
         raise typer.Exit(1)
 
 

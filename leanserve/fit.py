@@ -298,8 +298,8 @@ def load_shape(model: str | None, home: Path) -> tuple[ModelShape, Path | None]:
 
 
 def artifact_weights(directory: Path) -> int | None:
-    """Bytes of a built artifact's weight files (None when there are none)."""
-    return sum(f.stat().st_size for f in directory.glob("*.safetensors")) or None
+    """Bytes of a built artifact's weight files, safetensors or GGUF (None when there are none)."""
+    return sum(f.stat().st_size for pattern in ("*.safetensors", "*.gguf") for f in directory.glob(pattern)) or None
 
 
 def plan_for(model: str | None, spec: ProfileSpec, budget: int, home: Path, **kwargs: Any) -> Plan:

@@ -32,6 +32,7 @@ BUILDS = {
     "gptq-4": SMALL,
     "gptq-8": SMALL,
     "awq-4": SMALL,
+    "autoround-4": [*SMALL, "--param", "iters=4", "--param", "batch_size=4"],
     "int8-gblm": SMALL,
     "pruned": SMALL,
     "distilled": [*SMALL, "--param", "steps=16"],
@@ -44,6 +45,9 @@ PPL_RATIO_MAX = {
     "gptq-8": 1.03,
     "gptq-4": 2.0,
     "awq-4": 1.45,
+    # measured 2026-12-01: 2.23 with 4 steps, worse than symmetric round-to-nearest (1.41 in issue 18): not yet
+    # understood, so this bound only catches a broken job (the asymmetric build's lost zero points gave 5.5x)
+    "autoround-4": 2.6,
     "int8-gblm": 2.7,
     "pruned": 2.5,
     "distilled": 200.0,

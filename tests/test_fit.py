@@ -7,8 +7,9 @@ SmolLM2-135M: 30 layers, hidden 576, 9 heads / 3 KV heads of 64, MLP 1536, vocab
 Llama-2-7B: 32 layers, hidden 4096, 32 heads / 32 KV heads of 128, MLP 11008, vocab 32000, untied.
   KV/token = 32 x 2 x 32 x 128 x 2 = 524,288 B
   linear   = 32 x (4 x 4096^2 + 3 x 4096 x 11008) = 6,476,005,376 weights
-  gptq-4 g128 = linear/2 (4 bit) + linear/128 x 2 (fp16 scales) + 2 x 32000 x 4096 x 2 (embeddings, head)
-              + (32 x 2 x 4096 + 4096) x 2 (norms) = 3,238,002,688 + 101,187,584 + 524,288,000 + 532,480
+  gptq-4 g128 = linear/2 (4 bit) + linear/128 x 2 (fp16 scales) + linear/128/2 (4-bit zero points: asymmetric)
+              + 2 x 32000 x 4096 x 2 (embeddings, head) + (32 x 2 x 4096 + 4096) x 2 (norms)
+              = 3,238,002,688 + 101,187,584 + 25,296,896 + 524,288,000 + 532,480
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from leanserve.cli import app
 from leanserve.engines.base import MemoryBudget
 from leanserve.engines.vllm import budget_engine_args
 from leanserve.errors import ProfileError
-from leanserve.profiles.registry import get_profile
+from leanserve.profiles.registry import get_profile, with_params
 from leanserve.server.launch import apply_vram_budget
 from leanserve.settings import Settings
 from tests.servers import start_server
 
 GIB = 1 << 30
-LLAMA_GPTQ4 = 3_238_002_688 + 101_187_584 + 524_288_000 + 532_480
+LLAMA_GPTQ4 = 3_238_002_688 + 101_187_584 + 25_296_896 + 524_288_000 + 532_480
 LLAMA_ACTIVATIONS = 2 * 2048 * (2 * 4096 + 3 * 4096 + 4096 + 2 * 11008) * 2 + 2 * 256 * 32000 * 4  # fit.activation_bytes
 
 
@@ -63,8 +64,10 @@ def test_llama7b_kv_params_and_gptq4_weights(llama: fit.ModelShape, home: Path) 
     assert llama.params == 6_738_415_616  # Llama-2-7B's published count
     assert fit.weight_bytes(llama, get_profile("gptq-4", home)) == LLAMA_GPTQ4
     assert fit.weight_bytes(llama, get_profile("bf16", home)) == 2 * 6_738_415_616
-    awq = fit.weight_bytes(llama, get_profile("awq-4", home))  # asymmetric: plus a 4-bit zero per group
-    assert awq == LLAMA_GPTQ4 + 6_476_005_376 // 128 // 2
+    # awq-4 is asymmetric too; symmetric GPTQ saves the 4-bit zero per group
+    assert fit.weight_bytes(llama, get_profile("awq-4", home)) == LLAMA_GPTQ4
+    symmetric = with_params(get_profile("gptq-4", home), {"scheme": "W4A16"})
+    assert fit.weight_bytes(llama, symmetric) == LLAMA_GPTQ4 - 6_476_005_376 // 128 // 2
 
 
 @pytest.mark.unit
@@ -72,8 +75,8 @@ def test_llama7b_gptq4_in_8gib(llama: fit.ModelShape, home: Path) -> None:
     p = fit.plan(llama, get_profile("gptq-4", home), 8 * GIB)
     assert p.activations == LLAMA_ACTIVATIONS
     kv = 8 * GIB - LLAMA_GPTQ4 - GIB - LLAMA_ACTIVATIONS
-    assert p.kv_budget == kv == 3_204_964_352
-    assert p.fits and p.max_len == 4096  # 6,112 tokens of cache, capped at the model's 4,096 context
+    assert p.kv_budget == kv == 3_179_667_456
+    assert p.fits and p.max_len == 4096  # 6,064 tokens of cache, capped at the model's 4,096 context
     assert dict(p.concurrency) == {512: kv // (512 * 524_288), 1024: 5, 2048: 2, 4096: 1}
     assert dict(p.concurrency)[512] == 11
     text = fit.render(p)

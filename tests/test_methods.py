@@ -43,7 +43,7 @@ def test_a_typo_in_a_profile_file_names_the_key_and_the_allowed_ones(tmp_path: P
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "typo.toml").write_text(TYPO)
     with pytest.raises(ProfileError, match=r"unknown param 'mlp_kep'; allowed: calib_samples, calib_seq_len, "
-                                           r"heal_steps, lr, mlp_keep"):
+                                           r"checkpoint_every, heal_steps, lr, mlp_keep"):
         load_profiles(tmp_path)
     r = subprocess.run([sys.executable, "-m", "leanserve.cli", "profiles", "--home", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
@@ -88,7 +88,9 @@ def test_method_shape_functions() -> None:
     assert prune.kept_width(1536, 0.75) == 1152 and prune.kept_width(11008, 0.5) == 5504
     assert prune.kept_width(100, 0.01) == prune.CHANNEL_MULTIPLE  # never below one multiple
     assert distill.kept_layers(30, 2) == [*range(0, 30, 2), 29]
-    # one 4096 x 4096 matrix at 4 bits, group 128: 8 MiB of weights + 4096 x 32 fp16 scales
-    assert gptq.block_bytes([(4096, 4096)], gptq.Params()) == 4096 * 4096 / 2 + 4096 * 32 * 2
+    # one 4096 x 4096 matrix at 4 bits, group 128: 8 MiB of weights + 4096 x 32 fp16 scales (+ 4-bit zero
+    # points for the asymmetric default)
+    assert gptq.block_bytes([(4096, 4096)], gptq.Params(scheme="W4A16")) == 4096 * 4096 / 2 + 4096 * 32 * 2
+    assert gptq.block_bytes([(4096, 4096)], gptq.Params()) == 4096 * 4096 / 2 + 4096 * 32 * 2.5
     single, double = nf4.block_bytes([(64, 64)], nf4.Params(double_quant=False)), nf4.block_bytes([(64, 64)], nf4.Params())
     assert (single, double) == (2048 + 64 * 4, 2048 + 64 * (1 + 4 / 256))

@@ -65,7 +65,7 @@ def test_profiles_command_lists_every_profile_with_status(tmp_path: Path) -> Non
                        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("│")}
-    built = ("gptq-4", "gptq-8", "awq-4", "int8-gblm", "pruned", "distilled", "q8_0", "q4_k_m", "q5_k_m")
+    built = ("gptq-4", "gptq-8", "awq-4", "autoround-4", "int8-gblm", "pruned", "distilled", "q8_0", "q4_k_m", "q5_k_m")
     assert set(rows) == {"bf16", "nf4", "int8", *built}
     assert "runtime" in rows["nf4"] and "runtime" in rows["bf16"]
     assert all("not built" in rows[p] for p in built)

@@ -26,6 +26,7 @@ from leanserve.errors import ProfileError
 REGISTRY: dict[str, str] = {
     "gptq": "leanserve.compressors.gptq",
     "awq": "leanserve.compressors.awq",
+    "autoround": "leanserve.compressors.autoround",
     "gblm": "leanserve.compressors.gblm",
     "structured-prune": "leanserve.compressors.prune",
     "distill": "leanserve.compressors.distill",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from leanserve.compressors.base import BuildContext
-from leanserve.compressors.llmc import load, no_pinned_memory_without_cuda, run_oneshot, weight_scheme
+from leanserve.compressors.llmc import no_pinned_memory_without_cuda, quantize_with
 from leanserve.methods.awq import Params
 
 __all__ = ["Params", "build"]
@@ -16,9 +16,7 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     from llmcompressor.modifiers.transform import AWQModifier
 
     params: Params = ctx.params
-    model, tokenizer, calib = load(ctx)
-    scheme, group = weight_scheme(model, params.scheme, params.group_size)
-    recipe = [AWQModifier(duo_scaling="both"), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
     with no_pinned_memory_without_cuda():
-        facts = run_oneshot(ctx, model, tokenizer, calib, recipe)
-    return {**facts, "scheme": params.scheme, "group_size": group}
+        return quantize_with(ctx, lambda scheme: [
+            AWQModifier(duo_scaling=params.duo_scaling, n_grid=params.n_grid),
+            QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])])

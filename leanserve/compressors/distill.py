@@ -11,15 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
+from leanserve.compressors.healing import HealRun, checkpoint_dir, distill_loss, fingerprint, heal
 from leanserve.methods.distill import Params, kept_layers
 
-__all__ = ["Params", "build"]
+__all__ = ["Params", "build", "distill_loss"]
 
 
 def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
@@ -35,42 +33,18 @@ def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
     return student
 
 
-def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher || student) per token, averaged; logits [B, S, V]."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1),
-                    log_target=True, reduction="none").sum(-1).mean() * t * t
-
-
-def train_against_teacher(student: nn.Module, teacher: nn.Module, samples: list[list[int]], steps: int, lr: float,
-                          ce_weight: float = 0.0) -> list[float]:
-    """AdamW on the student; returns the loss of every step."""
-    opt = torch.optim.AdamW(student.parameters(), lr=lr)
-    student.train()
-    losses = []
-    for step in tqdm(range(steps), desc="distillation"):
-        ids = torch.tensor([samples[step % len(samples)]])
-        with torch.no_grad():
-            target = teacher(input_ids=ids).logits
-        out = student(input_ids=ids, labels=ids if ce_weight else None)
-        loss = distill_loss(out.logits, target) + (ce_weight * out.loss if ce_weight else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.detach().item())
-    student.eval()
-    return losses
-
-
 def build(ctx: BuildContext) -> dict[str, Any]:
     params: Params = ctx.params
     teacher, tokenizer, calib = load_for_build(ctx)
     keep = kept_layers(teacher.config.num_hidden_layers, params.keep_every)
     student = make_student(teacher, keep)
-    losses = train_against_teacher(student, teacher, calib.samples, steps=params.steps, lr=params.lr,
-                                   ce_weight=params.ce_weight)
+    run = HealRun(steps=params.steps, lr=params.lr, ce_weight=params.ce_weight,
+                  checkpoint_dir=checkpoint_dir(ctx.out_dir, ctx.spec.name), checkpoint_every=params.checkpoint_every,
+                  fingerprint=fingerprint({"params": params.model_dump(), "base": str(ctx.base_dir), "keep": keep}))
+    losses = heal(student, teacher, calib.samples, run)
     save_dense(ctx, student, tokenizer)
     head = losses[: max(1, len(losses) // 10)]
     tail = losses[-max(1, len(losses) // 10):]
     return {"calibration": calib.describe(), "layers_kept": keep,
-            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses)}
+            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses),
+            "loss_curve": [round(x, 5) for x in losses]}

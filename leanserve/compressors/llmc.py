@@ -8,7 +8,7 @@ llm-compressor's AWQModifier, which is what runs here. llm-compressor is importe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from leanserve.compressors.base import BuildContext, load_for_build
@@ -48,6 +48,16 @@ def run_oneshot(ctx: BuildContext, model: Any, tokenizer: Any, calib: Any, recip
     model.to(torch.bfloat16).save_pretrained(ctx.out_dir, save_compressed=True)
     tokenizer.save_pretrained(ctx.out_dir)
     return {"calibration": calib.describe(), "format": "compressed-tensors"}
+
+
+def quantize_with(ctx: BuildContext, recipe: Callable[[Any], list[Any]]) -> dict[str, Any]:
+    """The whole job of a weight-only method: load, fit the preset's group size to the model, run
+    `recipe(scheme)` through oneshot, save; returns the manifest facts. ctx.params has scheme and group_size."""
+    params: Any = ctx.params
+    model, tokenizer, calib = load(ctx)
+    scheme, group = weight_scheme(model, params.scheme, params.group_size)
+    facts = run_oneshot(ctx, model, tokenizer, calib, recipe(scheme))
+    return {**facts, "scheme": params.scheme, "group_size": group}
 
 
 @contextlib.contextmanager

@@ -74,14 +74,20 @@ def build(ctx: BuildContext) -> dict[str, Any]:
         shrink_mlp(layer.mlp, kept_channels(channel_importance(mean, layer.mlp.down_proj.weight), keep))
     model.config.intermediate_size = keep
     heal = params.heal_steps
+    losses: list[float] = []
     if heal:
         from transformers import AutoModelForCausalLM
 
-        from leanserve.compressors.distill import train_against_teacher
+        from leanserve.compressors.healing import HealRun, checkpoint_dir, fingerprint
+        from leanserve.compressors.healing import heal as heal_loop
 
         teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
-        train_against_teacher(model, teacher, calib.samples, steps=heal, lr=params.lr)
+        run = HealRun(steps=heal, lr=params.lr, checkpoint_dir=checkpoint_dir(ctx.out_dir, ctx.spec.name),
+                      checkpoint_every=params.checkpoint_every,
+                      fingerprint=fingerprint({"params": params.model_dump(), "base": str(ctx.base_dir)}))
+        losses = heal_loop(model, teacher, calib.samples, run)
     after = sum(p.numel() for p in model.parameters())
     save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "intermediate_size": {"before": old, "after": keep},
-            "parameters": {"before": before, "after": after}, "heal_steps": heal}
+            "parameters": {"before": before, "after": after}, "heal_steps": heal,
+            "loss_curve": [round(x, 5) for x in losses]}

@@ -1,9 +1,12 @@
 """`leanserve report`: every evaluated profile side by side, from the results files only.
 
 One row per (profile, engine) results file. Columns follow seed 000's Table 1: size on disk, memory,
-perplexity, benchmark scores, eval time, speed, compression ratio. Rows that no other row beats on
-size, perplexity and mean accuracy together are marked Pareto-best. Plots: memory vs eval time (seed
-000's Figure 6), accuracy and perplexity vs size, compression ratios (its Figure 7), speed.
+perplexity, benchmark scores (each with its Wilson 95% interval), eval time, speed, compression ratio.
+Rows that no other row beats on size, perplexity and mean accuracy together are marked Pareto-best.
+Then the recommendation: for each memory budget among the rows' sizes, the row of lowest perplexity that
+fits (evals/choose.py, the rule `leanserve recommend` uses too), and one sentence per profile on what it
+costs. Plots (evals/report_plots.py): memory vs eval time (seed 000's Figure 6), accuracy and perplexity
+vs size, compression ratios (its Figure 7), speed.
 """
 
 from __future__ import annotations
@@ -15,8 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from leanserve.errors import LeanserveError
+from leanserve.evals.choose import budget_front
+from leanserve.evals.intervals import wilson
 
-ACCURACY_SUITES = {"mmlu": "MMLU", "bbh": "BBH", "race-h": "RACE-H", "arc-challenge": "ARC-C", "gsm8k": "GSM8K"}
+ACCURACY_SUITES = {"mmlu": "MMLU", "race-h": "RACE-H", "arc-challenge": "ARC-C", "gsm8k": "GSM8K"}
+# suites a results file may hold that the default report leaves out, and why
+LEFT_OUT = {
+    "bbh": "BBH is left out: its 3-shot chain-of-thought answers need a few hundred tokens to reach 'So the "
+           "answer is', so under the CPU budget (96 tokens) every profile scores about 0 and the column ranks "
+           "nothing; 27 tasks at 512 tokens each cost about an hour a profile on 2 CPU cores.",
+}
 MB = 1e6
 
 
@@ -35,6 +46,8 @@ class Row:
     ppl: float | None
     word_ppl: float | None
     scores: dict[str, float] = field(default_factory=dict)  # suite -> accuracy
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # suite -> Wilson 95% (low, high)
+    chance: dict[str, float] = field(default_factory=dict)  # suite -> accuracy of guessing
     counts: dict[str, str] = field(default_factory=dict)  # suite -> "n of total"
     eval_time_s: float = 0.0
     tokens_per_s: float | None = None
@@ -43,6 +56,7 @@ class Row:
     pareto: bool = False
     date: str = ""
     calibration: str = ""  # "samples x tokens" of the compressor job, for built artifacts
+    ppl_windows: str = ""  # "n of total" WikiText-2 windows behind `ppl`
 
     @property
     def size_bytes(self) -> float | None:
@@ -76,17 +90,28 @@ def load_row(path: Path) -> Row:
     memory, kind = _peak_memory(server)
     wt = suites.get("wikitext2", {})
     speed = suites.get("speed", {})
+    accuracy = [s for s in ACCURACY_SUITES if s in suites]
     return Row(
         profile=run.get("profile") or run.get("model", path.stem), engine=run.get("engine") or "?",
         disk_bytes=server.get("artifact_size_bytes") or artifact.get("size_bytes") or None,
         weights_bytes=server.get("memory_bytes", {}).get("weights"),
         peak_memory_bytes=memory, memory_kind=kind,
         ppl=wt.get("token_ppl"), word_ppl=wt.get("word_ppl"),
-        scores={s: suites[s]["score"] for s in ACCURACY_SUITES if s in suites},
+        scores={s: suites[s]["score"] for s in accuracy},
+        intervals={s: _interval(suites[s]) for s in accuracy},
+        chance={s: suites[s]["chance"] for s in accuracy if suites[s].get("chance")},
         counts={s: f"{suites[s]['n']} of {suites[s].get('of', suites[s]['n'])}" for s in suites if "n" in suites[s]},
         eval_time_s=sum(s.get("time_s", 0.0) for s in suites.values()),
         tokens_per_s=speed.get("tokens_per_s"), ttft_s=speed.get("ttft_s"), date=run.get("date", ""),
-        calibration=_calibration(artifact.get("calibration")))
+        calibration=_calibration(artifact.get("calibration")),
+        ppl_windows=f"{wt['n']} of {wt.get('of', wt['n'])}" if "n" in wt else "")
+
+
+def _interval(suite: dict[str, Any]) -> tuple[float, float]:
+    """Wilson 95% around the suite's score over its n questions (macro scores: score x n as the count,
+    which is exact when every group has the same number of questions, as with a per-subject limit)."""
+    n = int(suite.get("n") or 0)
+    return wilson(min(max(suite["score"], 0.0), 1.0) * n, n)
 
 
 def _calibration(calib: dict | None) -> str:
@@ -115,20 +140,72 @@ def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+def _accuracy_cell(r: Row, suite: str) -> str:
+    if suite not in r.scores:
+        return "-"
+    lo, hi = r.intervals.get(suite, (math.nan, math.nan))
+    return f"{100 * r.scores[suite]:.1f} [{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def _bf16(rows: list[Row]) -> Row | None:
+    return next((r for r in rows if r.profile == "bf16" and r.ppl), None)
+
+
+def _ppl_ratio(r: Row, base: Row | None) -> float | None:
+    return r.ppl / base.ppl if r.ppl and base and base.ppl else None
+
+
+def budget_table(rows: list[Row]) -> list[str]:
+    """Markdown lines: for each row's size as a budget, the lowest-perplexity row that fits in it (sizes
+    equal to the MB are one budget)."""
+    base = _bf16(rows)
+    lines = ["| memory budget MB | profiles of that size | pick | its size MB | WikiText-2 ppl | ratio to bf16 |",
+             "|---|---|---|---|---|---|"]
+    seen: set[str] = set()
+    for budget, pick in budget_front(rows, lambda r: r.size_bytes, lambda r: r.ppl):
+        mb = f"{budget / MB:.0f}"
+        if mb in seen:
+            continue
+        seen.add(mb)
+        sized = ", ".join(r.profile for r in rows if r.size_bytes and f"{r.size_bytes / MB:.0f}" == mb)
+        lines.append(f"| {mb} | {sized} | {pick.profile} ({pick.engine}) | {pick.size_bytes / MB:.0f} | "
+                     f"{pick.ppl:.2f} | {_f(_ppl_ratio(pick, base), '.3f')} |")
+    return lines
+
+
+def cost_sentence(r: Row, base: Row | None) -> str:
+    """One sentence on what choosing `r` costs against bf16: size, perplexity, speed, accuracy vs chance."""
+    parts = []
+    if r.compression and r.profile != "bf16":
+        parts.append(f"{r.compression:.2f}x smaller than bf16")
+    ratio = _ppl_ratio(r, base)
+    if ratio is not None and r.profile != "bf16":
+        parts.append(f"perplexity {100 * (ratio - 1):+.1f}%")
+    if r.tokens_per_s and base and base.tokens_per_s and r.profile != "bf16":
+        parts.append(f"{r.tokens_per_s / base.tokens_per_s:.2f}x bf16's decode speed")
+    near_chance = [ACCURACY_SUITES[s] for s, (lo, _) in r.intervals.items() if s in r.chance and lo <= r.chance[s]]
+    if near_chance:
+        parts.append(f"{' and '.join(near_chance)} not distinguishable from chance")
+    lead = "the reference" if r.profile == "bf16" else ""
+    body = ", ".join(parts) or "no measured difference to state"
+    return f"- **{r.profile}** ({r.engine}): {lead + '; ' if lead else ''}{body}."
+
+
 def markdown(rows: list[Row]) -> str:
     suites = [s for s in ACCURACY_SUITES if any(s in r.scores for r in rows)]
-    head = ["", "profile", "engine", "calib", "disk MB", "weights MB", "peak mem MB", "compression", "WikiText-2 ppl",
-            *[ACCURACY_SUITES[s] for s in suites], "eval time s", "tok/s (1 stream)", "TTFT s"]
+    head = ["", "profile", "engine", "calib", "disk MB", "weights MB", "peak mem MB", "compression", "WikiText-2 ppl", "ppl / bf16",
+            *[f"{ACCURACY_SUITES[s]} % [95%]" for s in suites], "eval time s", "tok/s (1 stream)", "TTFT s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = ["★" if r.pareto else "", r.profile, r.engine, r.calibration or "-", _f(r.disk_bytes and r.disk_bytes / MB, ".0f"),
                  _f(r.weights_bytes and r.weights_bytes / MB, ".0f"),
                  _f(r.peak_memory_bytes and r.peak_memory_bytes / MB, ".0f"),
                  _f(r.compression, ".2f") + ("x" if r.compression else ""), _f(r.ppl, ".2f"),
-                 *[_f(100 * r.scores[s] if s in r.scores else None, ".1f") for s in suites],
+                 _f(_ppl_ratio(r, _bf16(rows)), ".3f"), *[_accuracy_cell(r, s) for s in suites],
                  _f(r.eval_time_s, ".0f"), _f(r.tokens_per_s, ".1f"), _f(r.ttft_s, ".3f")]
         lines.append("| " + " | ".join(cells) + " |")
-    counts = {s: c for r in rows for s, c in r.counts.items()}
+    counts = {s: c for r in rows for s, c in r.counts.items() if s not in LEFT_OUT}
+    chance = {ACCURACY_SUITES[s]: c for r in rows for s, c in r.chance.items()}
     notes = [
         "",
         "★ Pareto-best: no other row is at least as small, as low in perplexity and as accurate (mean of the "
@@ -139,74 +216,32 @@ def markdown(rows: list[Row]) -> str:
         "calib: calibration samples x tokens of the compressor job (WikiText-2 validation text).",
         "compression: the bf16 checkpoint's bytes on disk over the profile's size: the smaller of its disk and its "
         "loaded weights (the weights for profiles quantized at load: nf4, int8, int8-gblm).",
-        "Scores are accuracies in %; perplexity is token-level on the WikiText-2 test split (sliding windows).",
+        *(["Scores are accuracies in % with their Wilson 95% interval in brackets: two rows whose intervals "
+           "overlap are not shown apart by these questions. Chance: " +
+           (", ".join(f"{k} {100 * v:.1f}%" for k, v in chance.items()) or "-") + "."] if suites else []),
+        "Perplexity is token-level on the WikiText-2 test split (sliding windows).",
         "Examples scored: " + "; ".join(f"{s}: {c}" for s, c in counts.items()) + ".",
+        *[reason for suite, reason in LEFT_OUT.items() if any(suite in r.counts for r in rows)],
+        "",
+        "## Which profile for which memory",
+        "",
+        "For each memory budget equal to one of the profiles' sizes, the profile of lowest WikiText-2 perplexity "
+        "whose size fits (the Pareto front on size and perplexity). Sizes are weights only; "
+        "`leanserve recommend --memory 8GiB --context 4096` adds the KV cache, activations and runtime as "
+        "`leanserve fit` plans them.",
+        "",
+        *budget_table(rows),
+        "",
+        "What each profile costs:",
+        "",
+        *[cost_sentence(r, _bf16(rows)) for r in rows],
     ]
     return "\n".join(lines + notes) + "\n"
 
 
-def plots(rows: list[Row], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    labels = [f"{r.profile} ({r.engine})" if len({x.engine for x in rows}) > 1 else r.profile for r in rows]
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        written.append(out / name)
-
-    fig, ax = plt.subplots(figsize=(7, 5))  # seed 000's Figure 6: memory against benchmark time
-    for r, label in zip(rows, labels):
-        if r.peak_memory_bytes:
-            ax.scatter(r.peak_memory_bytes / MB, r.eval_time_s, s=40)
-            ax.annotate(label, (r.peak_memory_bytes / MB, r.eval_time_s), textcoords="offset points", xytext=(4, 4))
-    ax.set(xlabel="peak memory during eval (MB)", ylabel="eval time (s)", title="Memory vs benchmark time")
-    ax.grid(alpha=0.3)
-    save(fig, "memory_vs_time.png")
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5))
-    for r, label in zip(rows, labels):
-        if r.size_bytes and r.ppl:
-            a1.scatter(r.size_bytes / MB, r.ppl, s=40, marker="*" if r.pareto else "o")
-            a1.annotate(label, (r.size_bytes / MB, r.ppl), textcoords="offset points", xytext=(4, 4))
-    a1.set(xlabel="size (MB)", ylabel="WikiText-2 perplexity (log scale)", yscale="log",
-           title="Perplexity vs size (★ Pareto-best)")
-    # labelled ticks at 1, 1.5, 2, 3, 5, 7 x 10^k: a range inside one decade still gets numbers
-    a1.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
-    a1.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    a1.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    for suite, name in ACCURACY_SUITES.items():
-        pts = [(r.size_bytes / MB, 100 * r.scores[suite], label) for r, label in zip(rows, labels)
-               if suite in r.scores and r.size_bytes]
-        if pts:
-            a2.scatter([p[0] for p in pts], [p[1] for p in pts], s=40, label=name)
-            for x, y, label in pts:
-                a2.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    a2.set(xlabel="size (MB)", ylabel="accuracy (%)", title="Accuracy vs size")
-    a2.legend()
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-    save(fig, "accuracy_vs_size.png")
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))  # seed 000's Figure 7: compression ratios
-    a1.bar(labels, [r.compression or 0 for r in rows], color="tab:blue")
-    a1.set(ylabel="compression vs bf16 (x)", title="Compression ratio")
-    a2.bar(labels, [r.tokens_per_s or 0 for r in rows], color="tab:green")
-    a2.set(ylabel="tokens/s, one stream", title="Decode speed")
-    for a in (a1, a2):
-        a.tick_params(axis="x", rotation=45)
-        a.grid(axis="y", alpha=0.3)
-    save(fig, "compression_speed.png")
-    return written
-
-
 def write_report(files: list[Path], out: Path) -> list[Path]:
+    from leanserve.evals.report_plots import plots
+
     if not files:
         raise ReportError("no results to report: run `leanserve eval --profile NAME` first")
     rows = finish([load_row(p) for p in files])

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 BUILD: dict[str, str] = {
     "gptq": "leanserve.methods.gptq",
     "awq": "leanserve.methods.awq",
+    "autoround": "leanserve.methods.autoround",
     "gblm": "leanserve.methods.gblm",
     "structured-prune": "leanserve.methods.prune",
     "distill": "leanserve.methods.distill",

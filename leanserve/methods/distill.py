@@ -17,6 +17,7 @@ class Params(calibrated(64, 256)):  # type: ignore[misc]
     keep_every: int = Field(2, ge=1, description="keep one block in this many (the last is always kept)")
     steps: int = Field(200, ge=0, description="training steps (one calibration window each)")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    checkpoint_every: int = Field(50, ge=1, description="steps between healing checkpoints (a killed job resumes there)")
     ce_weight: float = Field(0.0, ge=0, description="weight of next-token cross-entropy added to the KL loss")
 
 

@@ -19,6 +19,7 @@ class Params(calibrated(32, 512)):  # type: ignore[misc]
     mlp_keep: float = Field(0.75, gt=0, le=1, description="share of MLP channels kept (rounded to a multiple of 32)")
     heal_steps: int = Field(0, ge=0, description="distillation steps against the unpruned model afterwards (0: none)")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the healing steps")
+    checkpoint_every: int = Field(50, ge=1, description="steps between healing checkpoints (a killed job resumes there)")
 
 
 def kept_width(intermediate: int, mlp_keep: float) -> int:
