@@ -160,7 +160,7 @@ def test_report_table_ratios_and_pareto(tmp_path: Path) -> None:
     assert rows["int8-gblm"]["size_bytes"] == 220e6 and rows["bf16"]["size_bytes"] == 270e6
     assert {p for p, r in rows.items() if r["pareto"]} == {"bf16", "gptq-4", "nf4"}
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| ★ | gptq-4 | transformers | - | 110 | 400 | 1600 | 2.45x | 20.00 | 1.429 | 28.0 [18-41] |" in md
+    assert "| ★ | gptq-4 | transformers | - | 105 | 381 | 1526 | 2.45x | 20.00 | 1.429 | 28.0 [18-41] |" in md
     assert "|  | bad-4 |" in md and "mmlu: 57 of 14042" in md
     pngs = [p for p in written if p.suffix == ".png"]
     assert len(pngs) == 3 and all(p.stat().st_size > 10_000 for p in pngs)

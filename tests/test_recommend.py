@@ -77,7 +77,7 @@ def test_report_shows_intervals_the_budget_table_and_gguf_profiles(results: Path
     lo, hi = wilson(0.32 * 57, 57)
     assert f"32.0 [{100 * lo:.0f}-{100 * hi:.0f}]" in md and "Chance: MMLU 25.0%" in md
     assert "BBH" not in md.split("\n")[0] and "BBH is left out" in md  # out of the table, with the reason
-    table = md[md.index("| memory budget MB"):].split("\n\n")[0]
+    table = md[md.index("| memory budget MiB"):].split("\n\n")[0]
     picks = [line.split(" | ")[2] for line in table.splitlines()[2:]]
     assert picks == ["q4_k_m (llamacpp)", "q4_k_m (llamacpp)", "q8_0 (llamacpp)", "q8_0 (llamacpp)", "bf16 (transformers)"]
     assert "- **q4_k_m** (llamacpp): 2.57x smaller than bf16, perplexity +8.3%" in md

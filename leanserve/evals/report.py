@@ -28,7 +28,7 @@ LEFT_OUT = {
            "answer is', so under the CPU budget (96 tokens) every profile scores about 0 and the column ranks "
            "nothing; 27 tasks at 512 tokens each cost about an hour a profile on 2 CPU cores.",
 }
-MB = 1e6
+MIB = 2**20  # sizes are shown in MiB, as everywhere in the docs
 
 
 class ReportError(LeanserveError):
@@ -157,18 +157,18 @@ def _ppl_ratio(r: Row, base: Row | None) -> float | None:
 
 def budget_table(rows: list[Row]) -> list[str]:
     """Markdown lines: for each row's size as a budget, the lowest-perplexity row that fits in it (sizes
-    equal to the MB are one budget)."""
+    equal to the MiB are one budget)."""
     base = _bf16(rows)
-    lines = ["| memory budget MB | profiles of that size | pick | its size MB | WikiText-2 ppl | ratio to bf16 |",
+    lines = ["| memory budget MiB | profiles of that size | pick | its size MiB | WikiText-2 ppl | ratio to bf16 |",
              "|---|---|---|---|---|---|"]
     seen: set[str] = set()
     for budget, pick in budget_front(rows, lambda r: r.size_bytes, lambda r: r.ppl):
-        mb = f"{budget / MB:.0f}"
+        mb = f"{budget / MIB:.0f}"
         if mb in seen:
             continue
         seen.add(mb)
-        sized = ", ".join(r.profile for r in rows if r.size_bytes and f"{r.size_bytes / MB:.0f}" == mb)
-        lines.append(f"| {mb} | {sized} | {pick.profile} ({pick.engine}) | {pick.size_bytes / MB:.0f} | "
+        sized = ", ".join(r.profile for r in rows if r.size_bytes and f"{r.size_bytes / MIB:.0f}" == mb)
+        lines.append(f"| {mb} | {sized} | {pick.profile} ({pick.engine}) | {pick.size_bytes / MIB:.0f} | "
                      f"{pick.ppl:.2f} | {_f(_ppl_ratio(pick, base), '.3f')} |")
     return lines
 
@@ -193,13 +193,13 @@ def cost_sentence(r: Row, base: Row | None) -> str:
 
 def markdown(rows: list[Row]) -> str:
     suites = [s for s in ACCURACY_SUITES if any(s in r.scores for r in rows)]
-    head = ["", "profile", "engine", "calib", "disk MB", "weights MB", "peak mem MB", "compression", "WikiText-2 ppl", "ppl / bf16",
+    head = ["", "profile", "engine", "calib", "disk MiB", "weights MiB", "peak mem MiB", "compression", "WikiText-2 ppl", "ppl / bf16",
             *[f"{ACCURACY_SUITES[s]} % [95%]" for s in suites], "eval time s", "tok/s (1 stream)", "TTFT s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = ["★" if r.pareto else "", r.profile, r.engine, r.calibration or "-", _f(r.disk_bytes and r.disk_bytes / MB, ".0f"),
-                 _f(r.weights_bytes and r.weights_bytes / MB, ".0f"),
-                 _f(r.peak_memory_bytes and r.peak_memory_bytes / MB, ".0f"),
+        cells = ["★" if r.pareto else "", r.profile, r.engine, r.calibration or "-", _f(r.disk_bytes and r.disk_bytes / MIB, ".0f"),
+                 _f(r.weights_bytes and r.weights_bytes / MIB, ".0f"),
+                 _f(r.peak_memory_bytes and r.peak_memory_bytes / MIB, ".0f"),
                  _f(r.compression, ".2f") + ("x" if r.compression else ""), _f(r.ppl, ".2f"),
                  _f(_ppl_ratio(r, _bf16(rows)), ".3f"), *[_accuracy_cell(r, s) for s in suites],
                  _f(r.eval_time_s, ".0f"), _f(r.tokens_per_s, ".1f"), _f(r.ttft_s, ".3f")]

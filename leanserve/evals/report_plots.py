@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.text import Text
 
-from leanserve.evals.report import ACCURACY_SUITES, MB, Row
+from leanserve.evals.report import ACCURACY_SUITES, MIB, Row
 
 DPI = 120
 
@@ -47,9 +47,9 @@ def _labels(rows: list[Row]) -> list[str]:
 
 def _memory_vs_time(rows: list[Row], labels: list[str], plt: Any) -> Any:
     fig, ax = plt.subplots(figsize=(7, 5), dpi=DPI)  # seed 000's Figure 6: memory against benchmark time
-    pts = [(r.peak_memory_bytes / MB, r.eval_time_s, label) for r, label in zip(rows, labels) if r.peak_memory_bytes]
+    pts = [(r.peak_memory_bytes / MIB, r.eval_time_s, label) for r, label in zip(rows, labels) if r.peak_memory_bytes]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=40)
-    ax.set(xlabel="peak memory during eval (MB)", ylabel="eval time (s)", title="Memory vs benchmark time")
+    ax.set(xlabel="peak memory during eval (MiB)", ylabel="eval time (s)", title="Memory vs benchmark time")
     ax.grid(alpha=0.3)
     place_labels(ax, pts)
     return fig
@@ -61,12 +61,12 @@ def _quality_vs_size(rows: list[Row], labels: list[str], plt: Any) -> Any:
     suites = [s for s in ACCURACY_SUITES if any(s in r.scores for r in rows)]
     fig, axes = plt.subplots(1, 1 + len(suites), figsize=(6 * (1 + len(suites)), 5), dpi=DPI, squeeze=False)
     a1 = axes[0][0]
-    pts = [(r.size_bytes / MB, r.ppl, label) for r, label in zip(rows, labels) if r.size_bytes and r.ppl]
+    pts = [(r.size_bytes / MIB, r.ppl, label) for r, label in zip(rows, labels) if r.size_bytes and r.ppl]
     for r in rows:
         if r.size_bytes and r.ppl:
-            a1.scatter(r.size_bytes / MB, r.ppl, s=60 if r.pareto else 30, marker="*" if r.pareto else "o",
+            a1.scatter(r.size_bytes / MIB, r.ppl, s=60 if r.pareto else 30, marker="*" if r.pareto else "o",
                        color="tab:orange" if r.pareto else "tab:blue")
-    a1.set(xlabel="size (MB)", ylabel="WikiText-2 perplexity (log scale)", yscale="log",
+    a1.set(xlabel="size (MiB)", ylabel="WikiText-2 perplexity (log scale)", yscale="log",
            title="Perplexity vs size (★ Pareto-best)")
     # labelled ticks at 1, 1.5, 2, 3, 5, 7 x 10^k: a range inside one decade still gets numbers
     a1.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
@@ -76,7 +76,7 @@ def _quality_vs_size(rows: list[Row], labels: list[str], plt: Any) -> Any:
     place_labels(a1, pts)
     for ax, suite in zip(axes[0][1:], suites):
         scored = [(r, label) for r, label in zip(rows, labels) if suite in r.scores and r.size_bytes]
-        xs = [r.size_bytes / MB for r, _ in scored]
+        xs = [r.size_bytes / MIB for r, _ in scored]
         ys = [100 * r.scores[suite] for r, _ in scored]
         lo = [100 * (r.scores[suite] - r.intervals[suite][0]) for r, _ in scored]
         hi = [100 * (r.intervals[suite][1] - r.scores[suite]) for r, _ in scored]
@@ -86,7 +86,7 @@ def _quality_vs_size(rows: list[Row], labels: list[str], plt: Any) -> Any:
             level = 100 * sum(chance) / len(chance)
             ax.axhline(level, color="tab:red", ls="--", lw=1, label=f"chance ({level:.0f}%)")
         n = max((int(r.counts.get(suite, "0").split()[0]) for r, _ in scored), default=0)
-        ax.set(xlabel="size (MB)", ylabel="accuracy (%)", title=f"{ACCURACY_SUITES[suite]} vs size ({n} questions)")
+        ax.set(xlabel="size (MiB)", ylabel="accuracy (%)", title=f"{ACCURACY_SUITES[suite]} vs size ({n} questions)")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
         place_labels(ax, [(x, y, label) for x, y, (_, label) in zip(xs, ys, scored)], fontsize=7)
