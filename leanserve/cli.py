@@ -123,7 +123,9 @@ def fit(
     home: HomeOpt = None,
 ) -> None:
     """Plan GPU memory: weights, KV cache per token, activations and runtime; print how many sequences of
-    which length fit in VRAM, or why nothing does (exit 1)."""
+    which length fit in VRAM, or why nothing does (exit 1). For a GGUF profile or a .gguf --model (the
+    llamacpp engine), print the layer split instead: how many layers go to the GPU and how many stay on the
+    CPU, or why none fits (exit 1)."""
     import json
 
     from leanserve import fit as planner
@@ -133,11 +135,20 @@ def fit(
         if dtype not in ("bfloat16", "float16", "float32") or (kv_dtype and kv_dtype not in planner.DTYPE_BYTES):
             raise planner.FitError(f"unknown dtype {kv_dtype or dtype!r}", param="dtype")
         h = _home(home)
-        p = planner.plan_for(model, get_profile(profile, h), planner.parse_bytes(vram), h, context=context,
-                             dtype=dtype, kv_dtype=kv_dtype, max_batched_tokens=max_batched_tokens, max_seqs=max_seqs)
+        spec = get_profile(profile, h)
+        if spec.load.format == "gguf" or (model or "").endswith(".gguf"):
+            if kv_dtype:
+                raise planner.FitError("the llamacpp engine keeps its KV cache in f16: --kv-dtype does not apply "
+                                       "to a GGUF model", param="kv_dtype")
+            p: planner.Plan | planner.LayerSplit = planner.layer_split_for(model, spec, planner.parse_bytes(vram), h,
+                                                                           context=context)
+        else:
+            p = planner.plan_for(model, spec, planner.parse_bytes(vram), h, context=context, dtype=dtype,
+                                 kv_dtype=kv_dtype, max_batched_tokens=max_batched_tokens, max_seqs=max_seqs)
     except LeanserveError as exc:
         _fail(exc)
-    console.print_json(json.dumps(p.to_dict())) if json_out else console.print(planner.render(p), highlight=False, soft_wrap=True)
+    text = planner.render_split(p) if isinstance(p, planner.LayerSplit) else planner.render(p)
+    console.print_json(json.dumps(p.to_dict())) if json_out else console.print(text, highlight=False, soft_wrap=True)
     if not p.fits:
         raise typer.Exit(1)
 

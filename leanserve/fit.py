@@ -315,3 +315,204 @@ def plan_for(model: str | None, spec: ProfileSpec, budget: int, home: Path, **kw
             shape = ModelShape.from_config(read_config(built / "config.json"), shape.name)
             weights = artifact_weights(built)
     return plan(shape, spec, budget, weights=weights, **kwargs)
+
+
+# --- a layer split for llama.cpp (GGUF): which blocks go to the GPU, the rest stay on the CPU --------------
+#
+# llama.cpp offloads the *last* n_gpu_layers repeating blocks (layers n_layer - n_gpu_layers ... n_layer - 1),
+# keeps each offloaded block's KV cache beside it (offload_kqv, the default), never offloads the token
+# embeddings (the input layer), and moves the output head only when n_gpu_layers > n_layer. So the plan
+# takes the fixed GPU costs first, then blocks from the last one down, then the head if every block fit.
+
+def llamacpp_compute_bytes(shape: ModelShape, n_batch: int, context: int) -> int:
+    """llama.cpp's GPU compute buffer for n_batch tokens (an estimate): f32 activations as for vLLM, the
+    attention scores without flash attention (n_batch x context x heads in f32), and one batch of logits."""
+    return (activation_bytes(shape, n_batch, 0, 4) + n_batch * context * shape.heads * 4
+            + n_batch * shape.vocab * 4)
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """A model's weight bytes by where llama.cpp places them."""
+
+    per_layer: list[int]  # each repeating block (its matrices and norms)
+    output: int  # output head and final norm: on the GPU only when every block is
+    embeddings: int  # token embeddings: always on the CPU
+    source: str  # "gguf" (the file's tensor table) or "estimate" (shape x the profile's bits)
+
+
+def estimated_layer_weights(shape: ModelShape, spec: ProfileSpec, dtype_bytes: int = 2) -> LayerWeights:
+    """Per-block bytes from the profile's method (`block_bytes`, as weight_bytes uses), norms in f32 as GGUF
+    stores them; embeddings and head in 16 bit (k-quant files store them smaller: this errs high)."""
+    shape = profile_shape(shape, spec)
+    block = float(sum(a * b for a, b in shape.layer_linears()) * dtype_bytes)
+    for name, params in ((spec.load_quant, spec.runtime_params), (spec.build, spec.build_params)):
+        method = _method(name)
+        if method is not None and hasattr(method, "block_bytes"):
+            block = method.block_bytes(shape.layer_linears(), params)
+            break
+    embeddings = shape.vocab * shape.hidden * dtype_bytes
+    return LayerWeights(per_layer=[int(block) + 2 * shape.hidden * 4] * shape.layers,
+                        output=embeddings + shape.hidden * 4, embeddings=embeddings, source="estimate")
+
+
+def read_gguf(file: Path) -> tuple[ModelShape, LayerWeights]:
+    """The shape (from the file's `<arch>.*` metadata) and exact tensor bytes by placement of a GGUF file."""
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(file))
+    except (OSError, ValueError) as exc:
+        raise FitError(f"cannot read {file} as GGUF: {exc}", param="model") from exc
+
+    def field(key: str, default: Any = None) -> Any:
+        f = reader.get_field(key)
+        return f.contents() if f is not None else default
+
+    arch = field("general.architecture", "llama")
+    heads = field(f"{arch}.attention.head_count")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    config = {"hidden_size": field(f"{arch}.embedding_length"), "intermediate_size": field(f"{arch}.feed_forward_length"),
+              "num_hidden_layers": field(f"{arch}.block_count"), "num_attention_heads": heads,
+              "num_key_value_heads": field(f"{arch}.attention.head_count_kv", heads),
+              "head_dim": field(f"{arch}.attention.key_length"),
+              "vocab_size": field(f"{arch}.vocab_size", len(tokens.data) if tokens is not None else None),
+              "max_position_embeddings": field(f"{arch}.context_length"),
+              "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors)}
+    shape = ModelShape.from_config(config, file.name)
+    per_layer, output, embeddings = [0] * shape.layers, 0, 0
+    for t in reader.tensors:
+        n = int(t.n_bytes)
+        if t.name.startswith("blk."):
+            per_layer[int(t.name.split(".")[1])] += n
+        elif t.name.startswith("token_embd."):
+            embeddings += n
+        else:  # output.weight, output_norm.weight, rope factors
+            output += n
+    if shape.tied_embeddings:  # llama.cpp loads a copy of the embeddings as the head, where the head goes
+        output += embeddings
+    return shape, LayerWeights(per_layer=per_layer, output=output, embeddings=embeddings, source="gguf")
+
+
+@dataclass(frozen=True)
+class LayerSplit:
+    """Blocks on the GPU under a budget, and what stays on the CPU; n_gpu_layers is what llama.cpp is told."""
+
+    model: str
+    profile: str
+    budget: int
+    layers: int
+    gpu_layers: int  # repeating blocks offloaded (the last ones)
+    output_on_gpu: bool
+    runtime_overhead: int
+    compute: int
+    kv_tokens: int  # positions of KV cache in all (context x sequences)
+    kv_per_layer: int
+    gpu_weights: int
+    gpu_kv: int
+    cpu_weights: int
+    cpu_kv: int
+    weights_source: str
+    smallest_layer: int  # bytes of the cheapest block with its KV (the first one to offload needs this much)
+
+    @property
+    def n_gpu_layers(self) -> int:
+        return self.gpu_layers + (1 if self.output_on_gpu else 0)
+
+    @property
+    def gpu_bytes(self) -> int:
+        return self.runtime_overhead + self.compute + self.gpu_weights + self.gpu_kv
+
+    @property
+    def fits(self) -> bool:
+        return self.gpu_layers > 0
+
+    def reason(self) -> str:
+        """Why no block fits (empty when one does)."""
+        if self.fits:
+            return ""
+        fixed = self.runtime_overhead + self.compute
+        if fixed >= self.budget:
+            return (f"runtime {format_bytes(self.runtime_overhead)} + compute buffer {format_bytes(self.compute)} = "
+                    f"{format_bytes(fixed)} exceed the {format_bytes(self.budget)} budget before any layer; "
+                    "serve on the CPU (--device cpu) or give a larger budget")
+        return (f"one layer with its KV cache for {self.kv_tokens} tokens needs {format_bytes(self.smallest_layer)}, "
+                f"more than the {format_bytes(self.budget - fixed)} left after runtime and compute buffer; "
+                "lower --max-model-len (the KV cache grows with it), serve on the CPU (--device cpu), "
+                "or give a larger budget")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out.update(n_gpu_layers=self.n_gpu_layers, gpu_bytes=self.gpu_bytes, fits=self.fits, reason=self.reason())
+        return out
+
+
+def split_layers(shape: ModelShape, weights: LayerWeights, budget: int, *, context: int, sequences: int,
+                 n_batch: int, kv_dtype_bytes: int = 2, runtime_overhead: int = RUNTIME_OVERHEAD_BYTES,
+                 profile: str = "") -> LayerSplit:
+    """As many of the last blocks as fit in `budget` after the runtime and the compute buffer, each with its
+    KV cache for context x sequences positions; then the output head if every block fit."""
+    kv_tokens = context * sequences
+    kv_layer = kv_tokens * 2 * shape.kv_heads * shape.head_dim * kv_dtype_bytes
+    compute = llamacpp_compute_bytes(shape, n_batch, context)
+    free = budget - runtime_overhead - compute
+    used, n = 0, 0
+    for block in reversed(weights.per_layer):
+        if used + block + kv_layer > free:
+            break
+        used, n = used + block + kv_layer, n + 1
+    head = n == len(weights.per_layer) and used + weights.output <= free
+    gpu_weights = used - n * kv_layer + (weights.output if head else 0)
+    total = sum(weights.per_layer) + weights.output + weights.embeddings
+    return LayerSplit(model=shape.name, profile=profile, budget=budget, layers=len(weights.per_layer), gpu_layers=n,
+                      output_on_gpu=head, runtime_overhead=runtime_overhead, compute=compute, kv_tokens=kv_tokens,
+                      kv_per_layer=kv_layer, gpu_weights=gpu_weights, gpu_kv=n * kv_layer,
+                      cpu_weights=total - gpu_weights, cpu_kv=(len(weights.per_layer) - n) * kv_layer,
+                      weights_source=weights.source,
+                      smallest_layer=min(weights.per_layer, default=0) + kv_layer)
+
+
+def render_split(s: LayerSplit) -> str:
+    """The split as a few lines: how many layers on each side, and the bytes on each."""
+    head = "the output head on the GPU" if s.output_on_gpu else "the output head on the CPU"
+    lines = [
+        f"{s.model} under {s.profile} on llama.cpp in {format_bytes(s.budget)} "
+        f"(KV for {s.kv_tokens} tokens, {format_bytes(s.kv_per_layer)} per layer; weights: {s.weights_source}):",
+        f"  {s.gpu_layers} of {s.layers} layers on the GPU, {s.layers - s.gpu_layers} on the CPU; {head}, "
+        f"token embeddings on the CPU (n_gpu_layers {s.n_gpu_layers})",
+        f"  GPU {format_bytes(s.gpu_bytes):>10}  = runtime {format_bytes(s.runtime_overhead)} + compute "
+        f"{format_bytes(s.compute)} + weights {format_bytes(s.gpu_weights)} + KV {format_bytes(s.gpu_kv)}",
+        f"  CPU {format_bytes(s.cpu_weights + s.cpu_kv):>10}  = weights {format_bytes(s.cpu_weights)} + KV "
+        f"{format_bytes(s.cpu_kv)}",
+    ]
+    if not s.fits:
+        lines.append(f"no layer fits: {s.reason()}")
+    return "\n".join(lines)
+
+
+def layer_split_for(model: str | None, spec: ProfileSpec, budget: int, home: Path, *, context: int | None = None,
+                    kv_dtype_bytes: int = 2) -> LayerSplit:
+    """The llamacpp engine's split for whatever `model` names: a .gguf file or a built GGUF artifact is read
+    (exact bytes per layer), anything else is estimated from its shape and the profile; the context and the
+    sequences are the engine's (its default context unless `context` is given)."""
+    from leanserve import models
+    from leanserve.engines import llamacpp
+    from leanserve.profiles.store import artifact_dir, read_manifest
+
+    path = Path(model).expanduser() if model else None
+    built: Path | None = None
+    if path is not None and path.is_file() and path.suffix == ".gguf":
+        built = path
+    elif spec.needs_artifact and not (model and model.startswith(SHAPE_PREFIX)):
+        directory = artifact_dir(home, model or models.DEFAULT_MODEL, spec.name)
+        if read_manifest(directory) is not None and any(directory.glob("*.gguf")):
+            built = llamacpp.gguf_file(directory)
+    if built is not None:
+        shape, weights = read_gguf(built)
+    else:
+        shape = load_shape(model, home)[0]
+        weights = estimated_layer_weights(shape, spec)
+    ctx = min(context or llamacpp.DEFAULT_CONTEXT, shape.max_position)
+    served_as = "the file as it is" if built is not None and built == path else spec.name
+    return split_layers(shape, weights, budget, context=ctx, sequences=llamacpp.SEQUENCES, n_batch=llamacpp.N_BATCH,
+                        kv_dtype_bytes=kv_dtype_bytes, profile=served_as)

@@ -72,7 +72,8 @@ class Settings:
     trust_remote_code: bool = setting(False, "Allow model code from the checkpoint (off: safer).")
     skip_verify: bool = setting(False, "Do not check an artifact's files against its manifest's sha256 at startup.")
     vram_budget: int | None = setting(None, "GPU memory to stay within, e.g. 8GiB: sizes vLLM's memory share and caps "
-                                      "--max-model-len to what fits (see `leanserve fit`); informational on CPU.",
+                                      "--max-model-len to what fits; on llamacpp, sets how many layers go to the GPU "
+                                      "(see `leanserve fit`); informational on CPU.",
                                       cli_type=str | None, parse=_vram)
     log_level: str = setting("info", "Log level: debug, info, warning, error.")
     home: Path = setting(factory=default_home, help="Where models, artifacts, results and profiles live "

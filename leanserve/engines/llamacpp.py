@@ -20,7 +20,7 @@ import ctypes
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from leanserve.engines.base import (
 )
 from leanserve.engines.grammar import compiler_for
 from leanserve.engines.tokenizer import Tokenizer
+from leanserve.fit import LayerSplit, render_split
 from leanserve.profiles.spec import LoadSpec
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,18 @@ SEQUENCES = 8  # requests decoded together; more wait in line (each has a KV reg
 N_BATCH = 512  # tokens in one llama_decode (logical and physical batch)
 SCORE_CHUNK = 128  # prompt positions scored per step: bounds the logits copied out at once ([chunk, vocab])
 DEFAULT_CONTEXT = 2048  # per sequence, when --max-model-len is not given (KV bytes grow with SEQUENCES x this)
+
+
+def n_gpu_layers(device: str, offload_supported: bool, split: Callable[[], LayerSplit]) -> int:
+    """Blocks to offload: 0 on a CPU or with a llama.cpp built without GPU offload (the split is then not
+    even computed); on a GPU, what the split planned (leanserve.fit.split_layers), refused when no layer fits."""
+    if device == "cpu" or not offload_supported:
+        return 0
+    plan = split()
+    log.info("llamacpp GPU split:\n%s", render_split(plan))
+    if not plan.fits:
+        raise EngineError(f"the llamacpp engine cannot offload anything to the GPU: {plan.reason()}")
+    return plan.n_gpu_layers
 
 
 def gguf_file(path: Path) -> Path:
@@ -117,7 +130,11 @@ class LlamaCppEngine(Engine):
         if load.format != "gguf":
             return "the llamacpp engine serves GGUF files only"
         if device != "cpu":
-            return "the llamacpp engine runs on CPU here (GPU offload is not implemented)"
+            from leanserve.engines.llamacpp_lib import supports_gpu_offload
+
+            if not supports_gpu_offload():
+                return ("the llamacpp engine cannot use the GPU: this llama.cpp build has no GPU offload "
+                        "(llama_supports_gpu_offload() is false; a CUDA build of llama-cpp-python has it)")
         return None
 
     @classmethod
@@ -146,6 +163,9 @@ class LlamaCppEngine(Engine):
             if f.read(4) != b"GGUF":
                 raise EngineError(f"{file} is not a GGUF file (no GGUF magic at its start)")
         mparams = ll.llama_model_default_params()
+        # set always: the default (-1, every layer) would fill the GPU of a CUDA build even under --device cpu
+        mparams.n_gpu_layers = n_gpu_layers(self.config.device, bool(ll.llama_supports_gpu_offload()),
+                                            lambda: self._split(file))
         self._model = ll.llama_model_load_from_file(str(file).encode(), mparams)
         if not self._model:
             raise EngineError(f"llama.cpp could not load {file} (truncated or not a model it knows; its log above says why)")
@@ -174,6 +194,19 @@ class LlamaCppEngine(Engine):
                  file.name, SEQUENCES, self._context, self._kv_bytes / 2**20, threads)
         self._thread = threading.Thread(target=self._run, name="llamacpp-decode", daemon=True)
         self._thread.start()
+
+    def _split(self, file: Path) -> LayerSplit:
+        """The layer split for this file on the GPU: under --vram-budget, else under the whole card's memory."""
+        from leanserve import fit
+        from leanserve.engines.memory import gpu_total_bytes
+
+        budget = self.config.memory_budget.total_bytes if self.config.memory_budget else gpu_total_bytes()
+        if budget is None:
+            raise EngineError("cannot read the GPU's memory size (no NVML, no CUDA torch) to split the layers: "
+                              "give --vram-budget")
+        shape, weights = fit.read_gguf(file)
+        context = min(self.config.max_model_len or min(shape.max_position, DEFAULT_CONTEXT), shape.max_position)
+        return fit.split_layers(shape, weights, budget, context=context, sequences=SEQUENCES, n_batch=N_BATCH)
 
     def _kv_cache_bytes(self, n_ctx: int) -> int:
         """K and V in f16 for every layer and position (what llama.cpp allocates for this context)."""

@@ -70,3 +70,12 @@ def load() -> ModuleType:
         log.info("llama.cpp %s, CPU kernels: %s", getattr(llama_cpp, "__version__", "?"), cpu_variant())
         _loaded = llama_cpp
         return llama_cpp
+
+
+def supports_gpu_offload() -> bool:
+    """Whether the installed llama.cpp was built with a GPU backend (llama_supports_gpu_offload() in
+    llama.h): a CPU build, as pip compiles it without CMAKE_ARGS, says no; so does a missing library."""
+    try:
+        return bool(load().llama_supports_gpu_offload())
+    except (ImportError, OSError, AttributeError):
+        return False

@@ -72,13 +72,20 @@ def weights_dir(settings: Settings, spec: ProfileSpec) -> tuple[Path, str]:
 
 
 def apply_vram_budget(settings: Settings, spec: ProfileSpec, path: Path, device: str,
-                      dtype: str) -> tuple[int | None, MemoryBudget | None]:
+                      dtype: str, engine: str | None = None) -> tuple[int | None, MemoryBudget | None]:
     """(max_model_len, budget for the engine) under `--vram-budget`: on a GPU the context is capped to the
     longest sequence whose KV cache fits, and nothing fitting stops the start with the planner's reason;
-    on a CPU the plan is only logged (host memory is not what the budget is about)."""
+    on a CPU the plan is only logged (host memory is not what the budget is about). The llamacpp engine on a
+    GPU gets the budget as it is: it splits the layers itself (leanserve.fit.split_layers), so a model larger
+    than the budget still serves, with the rest on the CPU."""
     if settings.vram_budget is None:
         return settings.max_model_len, None
     from leanserve import fit
+
+    if engine == "llamacpp" and device == "cuda":
+        from leanserve.engines.llamacpp import N_BATCH, SEQUENCES
+
+        return settings.max_model_len, MemoryBudget(settings.vram_budget, N_BATCH, SEQUENCES)
 
     shape = fit.ModelShape.from_config(fit.read_config(path / "config.json"), settings.model or models.DEFAULT_MODEL)
     weights = fit.artifact_weights(path) if spec.needs_artifact else None
@@ -135,8 +142,8 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
                            artifact_bytes=weights_bytes(path))
     state = ServerState(settings=settings, spec=spec, served_model=served, base_model=base_name, metrics=metrics,
                         engine_name=choice.name, engine_reason=choice.reason, created=int(time.time()))
-    max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype)
-    if budget is not None and choice.name != "vllm":
+    max_model_len, budget = apply_vram_budget(settings, spec, path, device, dtype, choice.name)
+    if budget is not None and choice.name not in ("vllm", "llamacpp"):
         log.warning("the %s engine does not size a KV cache to the VRAM budget; only the context is capped", choice.name)
     config = EngineConfig(model_path=str(path), load=spec.load, device=device, dtype=dtype, max_model_len=max_model_len,
                           trust_remote_code=settings.trust_remote_code, memory_budget=budget)
