@@ -475,8 +475,9 @@ def split_layers(shape: ModelShape, weights: LayerWeights, budget: int, *, conte
 def render_split(s: LayerSplit) -> str:
     """The split as a few lines: how many layers on each side, and the bytes on each."""
     head = "the output head on the GPU" if s.output_on_gpu else "the output head on the CPU"
+    under = f" under {s.profile}" if s.profile else ""
     lines = [
-        f"{s.model} under {s.profile} on llama.cpp in {format_bytes(s.budget)} "
+        f"{s.model}{under} on llama.cpp in {format_bytes(s.budget)} "
         f"(KV for {s.kv_tokens} tokens, {format_bytes(s.kv_per_layer)} per layer; weights: {s.weights_source}):",
         f"  {s.gpu_layers} of {s.layers} layers on the GPU, {s.layers - s.gpu_layers} on the CPU; {head}, "
         f"token embeddings on the CPU (n_gpu_layers {s.n_gpu_layers})",
@@ -513,6 +514,6 @@ def layer_split_for(model: str | None, spec: ProfileSpec, budget: int, home: Pat
         shape = load_shape(model, home)[0]
         weights = estimated_layer_weights(shape, spec)
     ctx = min(context or llamacpp.DEFAULT_CONTEXT, shape.max_position)
-    served_as = "the file as it is" if built is not None and built == path else spec.name
+    served_as = "" if built is not None and built == path else spec.name  # a .gguf --model is served as it is
     return split_layers(shape, weights, budget, context=ctx, sequences=llamacpp.SEQUENCES, n_batch=llamacpp.N_BATCH,
                         kv_dtype_bytes=kv_dtype_bytes, profile=served_as)
