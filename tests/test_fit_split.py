@@ -91,8 +91,8 @@ def test_nothing_fits_says_why(llama: fit.ModelShape, home: Path) -> None:
     assert split(llama, home, GIB + COMPUTE + LAYER).gpu_layers == 1
 
 
-@pytest.mark.unit
-def test_read_gguf_takes_shape_and_bytes_per_layer_from_the_file(tmp_path: Path) -> None:
+@pytest.fixture
+def tiny_gguf(tmp_path: Path) -> Path:
     """A two-block GGUF written with the gguf package: tied embeddings, so the head is a copy of them."""
     import gguf
 
@@ -111,7 +111,12 @@ def test_read_gguf_takes_shape_and_bytes_per_layer_from_the_file(tmp_path: Path)
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    shape, weights = fit.read_gguf(file)
+    return file
+
+
+@pytest.mark.unit
+def test_read_gguf_takes_shape_and_bytes_per_layer_from_the_file(tiny_gguf: Path, tmp_path: Path) -> None:
+    shape, weights = fit.read_gguf(tiny_gguf)
     assert (shape.layers, shape.hidden, shape.kv_heads, shape.head_dim, shape.vocab) == (2, 64, 2, 16, 100)
     assert shape.tied_embeddings and shape.max_position == 512
     assert weights.per_layer == [64 * 64 * 2 + 256, 64 * 32 * 2 + 256] and weights.source == "gguf"
@@ -172,3 +177,12 @@ def test_fit_cli_prints_the_split_for_a_gguf_profile(tmp_path: Path) -> None:
     assert none.exit_code == 1 and "no layer fits" in none.output
     kv = runner.invoke(app, [*args, "--vram", "8GiB", "--kv-dtype", "fp8"])
     assert kv.exit_code == 2 and "KV cache in f16" in kv.output
+
+
+@pytest.mark.unit
+def test_fit_cli_reads_a_gguf_model_file(tiny_gguf: Path, tmp_path: Path) -> None:
+    out = CliRunner().invoke(app, ["fit", "--model", str(tiny_gguf), "--vram", "2GiB", "--json", "--home", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    split = json.loads(out.output)
+    assert (split["weights_source"], split["layers"], split["n_gpu_layers"], split["profile"]) == ("gguf", 2, 3, "")
+    assert split["kv_tokens"] == 512 * llamacpp.SEQUENCES  # the file's 512-token context caps the engine's 2048
