@@ -38,5 +38,5 @@ def cpu_has_bf16() -> bool:
 def cpu_name() -> str:
     """The CPU's model name and core count, e.g. 'AMD EPYC (2 cores)': how benchmark results name a machine."""
     model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
-                 platform.processor())
+                 platform.processor() or "CPU")
     return f"{model} ({os.cpu_count()} cores)"

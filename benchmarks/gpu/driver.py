@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -43,6 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.gpu.goals import evaluate, markdown  # noqa: E402
+from leanserve.hardware import cpu_name  # noqa: E402  (no torch: os and /proc only)
 
 RESERVE_S = 15  # kept back from the deadline for writing the results
 MIN_STEP_S = 20  # a step with less time than this left is skipped, not started
@@ -82,17 +82,6 @@ def gpu_info() -> dict[str, Any]:
         return {"device": name, "device_source": "nvidia-smi", "memory_total": memory, "driver": driver}
     except (OSError, subprocess.SubprocessError, IndexError, ValueError):
         return {"device": cpu_name(), "device_source": "no nvidia-smi: CPU"}
-
-
-def cpu_name() -> str:
-    """As benchmarks/serve_overhead.py's device_name() says it for a CPU, without importing torch."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        cpuinfo = []
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
-                 platform.processor() or "CPU")
-    return f"{model} ({os.cpu_count()} cores)"
 
 
 def device_slug(name: str) -> str:
