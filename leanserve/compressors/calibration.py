@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from leanserve.errors import InvalidRequest
 from leanserve.paths import data_root
@@ -76,3 +77,21 @@ def load_calibration(spec: str | None, tokenizer, n_samples: int, seq_len: int) 
                              param="calib")
     samples = [ids[i * seq_len : (i + 1) * seq_len] for i in range(min(n_samples, len(ids) // seq_len))]
     return CalibrationSet(name, str(path), samples, seq_len)
+
+
+def forward_each(model: Any, samples: list[list[int]], handles: list[Any], desc: str) -> int:
+    """Run every calibration window through `model` without gradients for the hooks in `handles` to
+    record, then remove them, even after an error, so the model leaves clean; the tokens run."""
+    import torch
+    from tqdm import tqdm
+
+    tokens = 0
+    try:
+        with torch.no_grad():
+            for ids in tqdm(samples, desc=desc):
+                model(input_ids=torch.tensor([ids]))
+                tokens += len(ids)
+    finally:
+        for h in handles:
+            h.remove()
+    return tokens

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
+from leanserve.compressors.calibration import forward_each
 from leanserve.methods.prune import Params, kept_width
 
 __all__ = ["Params", "build"]
@@ -45,7 +46,6 @@ def mlp_hidden_means(model: nn.Module, samples: list[list[int]]) -> list[torch.T
     """Mean |input of down_proj| per intermediate channel, for every layer."""
     layers = model.get_decoder().layers
     sums = [torch.zeros(layer.mlp.down_proj.in_features) for layer in layers]
-    tokens = 0
 
     def hook(i: int):  # noqa: ANN202
         def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -53,13 +53,7 @@ def mlp_hidden_means(model: nn.Module, samples: list[list[int]]) -> list[torch.T
         return record
 
     handles = [layer.mlp.down_proj.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
-    try:
-        for ids in tqdm(samples, desc="calibration"):
-            model(input_ids=torch.tensor([ids]))
-            tokens += len(ids)
-    finally:
-        for h in handles:
-            h.remove()
+    tokens = forward_each(model, samples, handles, "calibration")
     return [s / tokens for s in sums]
 
 
