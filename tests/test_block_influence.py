@@ -1,5 +1,6 @@
 """Block influence (ShortGPT) on a tiny Llama built from a config (no download): a block made an identity
-(its attention and MLP write nothing into the residual stream) has the lowest influence."""
+(its attention and MLP write nothing into the residual stream) has the lowest influence, and `distilled`
+drops exactly it; "every" keeps one block in N and records what it dropped."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 from leanserve.compressors.block_influence import block_influences, cosine_per_token, lowest_influence
+from leanserve.compressors.distill import choose_layers, make_student
+from leanserve.methods.distill import Params
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +36,12 @@ def test_an_identity_block_has_the_lowest_influence() -> None:
     assert len(influence) == 4
     assert influence[2] < 1e-5 and min(b for i, b in enumerate(influence) if i != 2) > 1e-3
     assert lowest_influence(influence, 1) == [2]
+    keep, facts = choose_layers(model, SAMPLES, Params(drop_layers=1))
+    assert keep == [0, 1, 3] and facts["layers_dropped"] == [2] and facts["block_influence"][2] < 1e-5
+    # dropping an identity changes nothing: the student's logits are the teacher's
+    ids = torch.tensor([SAMPLES[0]])
+    with torch.no_grad():
+        assert torch.allclose(make_student(model, keep)(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)
 
 
 def test_lowest_influence_and_cosine() -> None:
@@ -42,3 +51,8 @@ def test_lowest_influence_and_cosine() -> None:
     assert torch.allclose(cosine_per_token(h, 2 * h), torch.ones(6))
     assert torch.allclose(cosine_per_token(h, -h), -torch.ones(6))
 
+
+def test_every_keeps_one_in_n_without_measuring() -> None:
+    model = _llama_with_identity_block(2)
+    keep, facts = choose_layers(model, SAMPLES, Params(layer_choice="every", keep_every=2, drop_layers=0))
+    assert keep == [0, 2, 3] and facts == {"layer_choice": "every", "layers_dropped": [1]}

@@ -102,7 +102,10 @@ def test_smollm2_bf16_in_2gib_by_hand(smollm: fit.ModelShape, home: Path) -> Non
 
 @pytest.mark.unit
 def test_structural_profiles_plan_their_smaller_shape(llama: fit.ModelShape, home: Path) -> None:
-    assert fit.profile_shape(llama, get_profile("distilled", home)).layers == 17  # blocks 0, 2, ..., 30 and 31
+    distilled = get_profile("distilled", home)
+    assert fit.profile_shape(llama, distilled).layers == 28  # 4 of 32 blocks dropped by block influence
+    every = distilled.with_params({"layer_choice": "every", "keep_every": 2, "drop_layers": 0})
+    assert fit.profile_shape(llama, every).layers == 17  # blocks 0, 2, ..., 30 and 31
     assert fit.profile_shape(llama, get_profile("pruned", home)).intermediate == 8256  # 0.75 x 11008 to a multiple of 32
 
 

@@ -31,7 +31,9 @@ mlp_kep = 0.5
 
 def test_every_builtin_profile_validates_and_fills_defaults() -> None:
     specs = load_profiles(Path("/nonexistent"))
-    assert specs["pruned"].build_params == prune.Params(mlp_keep=0.75, heal_steps=0)
+    assert specs["pruned"].build_params == prune.Params(mlp_keep=0.75, heal_steps=20_000, heal_minutes=30.0)
+    assert specs["pruned"].build_params.calib_samples == 128  # the TOML's, over the method's default
+    assert (specs["distilled"].build_params.layer_choice, specs["distilled"].build_params.drop_layers) == ("influence", 4)
     assert specs["gptq-8"].build_params.group_size == 128  # not in its TOML: the method's default
     assert specs["int8-gblm"].build_params.sparsity == 0.5
     assert specs["int8-gblm"].runtime_params.threshold == 6.0  # int8's own default, the same profile
@@ -43,7 +45,7 @@ def test_a_typo_in_a_profile_file_names_the_key_and_the_allowed_ones(tmp_path: P
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "typo.toml").write_text(TYPO)
     with pytest.raises(ProfileError, match=r"unknown param 'mlp_kep'; allowed: calib_samples, calib_seq_len, "
-                                           r"checkpoint_every, heal_steps, lr, mlp_keep"):
+                                           r"checkpoint_every, heal_minutes, heal_steps, lr, mlp_keep"):
         load_profiles(tmp_path)
     r = subprocess.run([sys.executable, "-m", "leanserve.cli", "profiles", "--home", str(tmp_path)],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
@@ -59,6 +61,30 @@ def test_compress_param_overrides_are_validated() -> None:
         with_params(spec, {"mlp_keep": 1.5})
     with pytest.raises(ProfileError, match=r"takes no params"):
         with_params(get_profile("bf16", Path("/nonexistent")), {"group_size": 64})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"keep_every": 2}, r"keep_every=2 applies to layer_choice='every' only; with layer_choice='influence' say how "
+                        r"many blocks to drop with drop_layers"),
+    ({"layer_choice": "every", "keep_every": 2}, r"drop_layers=4 applies to layer_choice='influence' only; .* pass drop_layers=0"),
+    ({"layer_choice": "every", "drop_layers": 0}, r"layer_choice='every' needs keep_every >= 2"),
+    ({"drop_layers": 0}, r"drop_layers=0 drops no block"),
+    ({"layer_choice": "shortest"}, r"layer_choice: Input should be 'influence' or 'every'"),
+    ({"heal_minutes": 0}, r"heal_minutes: Input should be greater than 0"),
+])
+def test_contradictory_distilled_params_are_refused(overrides: dict, message: str) -> None:
+    spec = get_profile("distilled", Path("/nonexistent"))
+    with pytest.raises(ProfileError, match=message):
+        with_params(spec, overrides)
+
+
+def test_distilled_layer_counts_for_both_choices() -> None:
+    spec = get_profile("distilled", Path("/nonexistent"))
+    every = with_params(spec, {"layer_choice": "every", "keep_every": 3, "drop_layers": 0}).build_params
+    assert distill.kept_count(30, every) == len(distill.kept_layers(30, 3)) == 11  # 0, 3, ..., 27 and 29
+    assert distill.kept_count(30, spec.build_params) == 26
+    with pytest.raises(ProfileError, match=r"drop_layers=30 leaves no block of this model's 30; pass at most 29"):
+        distill.kept_count(30, distill.Params(drop_layers=30))
 
 
 def test_an_unknown_build_method_is_refused(tmp_path: Path) -> None:

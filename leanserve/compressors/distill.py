@@ -1,9 +1,9 @@
-"""The `distilled` build: a shallower student initialised from the teacher, trained to match it.
+"""The `distilled` build: a shallower student initialised from the teacher, healed to match it.
 
-The student keeps every `keep_every`-th decoder block (and the last), with the teacher's weights, and
-is trained with KL(teacher || student) on the next-token distributions over calibration text (plus
-optional cross-entropy). CPU default: a few steps, enough to show the loss falls; a real run is a
-GPU job with more steps (docs/profiles.md gives the setting).
+The student drops the blocks `layer_choice` names (by default the `drop_layers` of lowest block
+influence on calibration text, ShortGPT) and keeps the rest with the teacher's weights; the shared
+healing loop then trains it with KL(teacher || student) on the next-token distributions over
+calibration text (plus optional cross-entropy) for its step count or time budget.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 from torch import nn
 
 from leanserve.compressors.base import BuildContext, load_for_build, save_dense
-from leanserve.compressors.healing import HealRun, checkpoint_dir, distill_loss, fingerprint, heal
-from leanserve.methods.distill import Params, kept_layers
+from leanserve.compressors.block_influence import block_influences, lowest_influence
+from leanserve.compressors.healing import distill_loss, heal_and_record
+from leanserve.methods.distill import Params, kept_count, kept_layers
 
 __all__ = ["Params", "build", "distill_loss"]
 
@@ -33,18 +34,24 @@ def make_student(teacher: nn.Module, keep: list[int]) -> nn.Module:
     return student
 
 
+def choose_layers(teacher: nn.Module, samples: list[list[int]], params: Params) -> tuple[list[int], dict[str, Any]]:
+    """(the blocks the student keeps, the manifest's record of how they were chosen)."""
+    n = teacher.config.num_hidden_layers
+    if params.layer_choice == "every":
+        keep = kept_layers(n, params.keep_every)
+        return keep, {"layer_choice": "every", "layers_dropped": [i for i in range(n) if i not in keep]}
+    kept_count(n, params)  # refuses a drop that leaves no block, before the calibration pass
+    influence = block_influences(teacher, samples)
+    dropped = lowest_influence(influence, params.drop_layers)
+    return [i for i in range(n) if i not in dropped], {
+        "layer_choice": "influence", "layers_dropped": dropped, "block_influence": [round(b, 6) for b in influence]}
+
+
 def build(ctx: BuildContext) -> dict[str, Any]:
     params: Params = ctx.params
     teacher, tokenizer, calib = load_for_build(ctx)
-    keep = kept_layers(teacher.config.num_hidden_layers, params.keep_every)
+    keep, choice = choose_layers(teacher, calib.samples, params)
     student = make_student(teacher, keep)
-    run = HealRun(steps=params.steps, lr=params.lr, ce_weight=params.ce_weight,
-                  checkpoint_dir=checkpoint_dir(ctx.out_dir, ctx.spec.name), checkpoint_every=params.checkpoint_every,
-                  fingerprint=fingerprint({"params": params.model_dump(), "base": str(ctx.base_dir), "keep": keep}))
-    losses = heal(student, teacher, calib.samples, run)
+    facts = heal_and_record(ctx, student, teacher, calib.samples, steps=params.steps, extra_fingerprint={"keep": keep})
     save_dense(ctx, student, tokenizer)
-    head = losses[: max(1, len(losses) // 10)]
-    tail = losses[-max(1, len(losses) // 10):]
-    return {"calibration": calib.describe(), "layers_kept": keep,
-            "loss_first": sum(head) / len(head), "loss_last": sum(tail) / len(tail), "steps": len(losses),
-            "loss_curve": [round(x, 5) for x in losses]}
+    return {"calibration": calib.describe(), "layers_kept": keep, **choice, **facts}

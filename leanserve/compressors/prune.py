@@ -3,7 +3,9 @@
 Every MLP keeps the same number of intermediate channels (so the result is a standard config with a
 smaller `intermediate_size`, which every engine serves unchanged). A channel's importance is how much
 it contributes to the MLP's output on calibration text: mean |act(gate(x)) * up(x)| over tokens times
-the norm of its column in down_proj.
+the norm of its column in down_proj (Minitron's activation-based importance). The pruned model is then
+healed against the unpruned one by the shared distillation loop (compressors/healing.py), for its step
+count or its time budget, whichever ends first.
 """
 
 from __future__ import annotations
@@ -67,21 +69,15 @@ def build(ctx: BuildContext) -> dict[str, Any]:
     for layer, mean in tqdm(list(zip(model.get_decoder().layers, means)), desc="pruning MLP channels"):
         shrink_mlp(layer.mlp, kept_channels(channel_importance(mean, layer.mlp.down_proj.weight), keep))
     model.config.intermediate_size = keep
-    heal = params.heal_steps
-    losses: list[float] = []
-    if heal:
+    healing: dict[str, Any] = {"healing": None, "loss_curve": [], "loss_curve_png": None}
+    if params.heal_steps:
         from transformers import AutoModelForCausalLM
 
-        from leanserve.compressors.healing import HealRun, checkpoint_dir, fingerprint
-        from leanserve.compressors.healing import heal as heal_loop
+        from leanserve.compressors.healing import heal_and_record
 
         teacher = AutoModelForCausalLM.from_pretrained(ctx.base_dir, dtype=torch.float32).eval()
-        run = HealRun(steps=heal, lr=params.lr, checkpoint_dir=checkpoint_dir(ctx.out_dir, ctx.spec.name),
-                      checkpoint_every=params.checkpoint_every,
-                      fingerprint=fingerprint({"params": params.model_dump(), "base": str(ctx.base_dir)}))
-        losses = heal_loop(model, teacher, calib.samples, run)
+        healing = heal_and_record(ctx, model, teacher, calib.samples, steps=params.heal_steps)
     after = sum(p.numel() for p in model.parameters())
     save_dense(ctx, model, tokenizer)
     return {"calibration": calib.describe(), "intermediate_size": {"before": old, "after": keep},
-            "parameters": {"before": before, "after": after}, "heal_steps": heal,
-            "loss_curve": [round(x, 5) for x in losses]}
+            "parameters": {"before": before, "after": after}, **healing}

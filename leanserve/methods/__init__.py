@@ -54,6 +54,21 @@ def calibrated(samples: int, seq_len: int) -> type[MethodParams]:
     return Calibrated
 
 
+def healed(samples: int, seq_len: int) -> type[MethodParams]:
+    """A calibrated Params base for methods healed by the shared distillation loop (compressors/healing.py).
+
+    `heal_minutes` is wall clock of the loop alone, counted across resumes: 30 is about what this CPU
+    affords a default build; the method's step count caps it too, so a faster machine stops on steps."""
+
+    class Healed(calibrated(samples, seq_len)):  # type: ignore[misc]
+        heal_minutes: float = Field(30.0, gt=0, description="healing time budget (minutes, across resumes); "
+                                                            "the loop stops at this or at its step count")
+        lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the healing steps")
+        checkpoint_every: int = Field(50, ge=1, description="steps between healing checkpoints (a killed job resumes there)")
+
+    return Healed
+
+
 def method_module(name: str) -> ModuleType:
     """The method module for a build or load-time method name (KeyError when there is none)."""
     return importlib.import_module({**BUILD, **RUNTIME}[name])

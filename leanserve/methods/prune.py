@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from leanserve.methods import calibrated
+from leanserve.methods import healed
 
 if TYPE_CHECKING:
     from leanserve.fit import ModelShape
@@ -15,11 +15,10 @@ if TYPE_CHECKING:
 CHANNEL_MULTIPLE = 32  # kernels (and vLLM's) like dimensions that are multiples of 32
 
 
-class Params(calibrated(32, 512)):  # type: ignore[misc]
+class Params(healed(128, 512)):  # type: ignore[misc]
     mlp_keep: float = Field(0.75, gt=0, le=1, description="share of MLP channels kept (rounded to a multiple of 32)")
-    heal_steps: int = Field(0, ge=0, description="distillation steps against the unpruned model afterwards (0: none)")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of the healing steps")
-    checkpoint_every: int = Field(50, ge=1, description="steps between healing checkpoints (a killed job resumes there)")
+    heal_steps: int = Field(20_000, ge=0, description="distillation steps against the unpruned model afterwards at "
+                                                      "most (0: none); heal_minutes usually stops the loop first on a CPU")
 
 
 def kept_width(intermediate: int, mlp_keep: float) -> int:

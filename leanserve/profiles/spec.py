@@ -33,6 +33,13 @@ class LoadSpec:
     runtime_options: dict[str, Any] = field(default_factory=dict)
 
 
+def _problem(error: Any) -> str:
+    """One pydantic error as 'key: message (got value)'; a check across keys (no loc) as its message alone."""
+    if not error["loc"]:
+        return error["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(map(str, error['loc']))}: {error['msg']} (got {error['input']!r})"
+
+
 class EngineHints(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,8 +80,7 @@ class ProfileSpec(BaseModel):
             try:
                 self._params_for(model)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})"
-                                     for e in exc.errors())
+                problems = "; ".join(_problem(e) for e in exc.errors())
                 raise ValueError(f"profile {self.name!r}: bad param {problems}") from None
         return self
 
