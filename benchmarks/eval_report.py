@@ -14,6 +14,9 @@ every evals-*.json there, as `leanserve report --results FILE ...` would: profil
 kept apart from the budgeted report:
 
     python benchmarks/eval_report.py --suites wikitext2 --wikitext2-windows 0 --out benchmarks/results/wikitext2-full-cpu
+
+`--model FILE.gguf --profiles bf16` evaluates a GGUF file served as it is (llamacpp): the base model
+converted to an F32 GGUF is the bf16 reference on llama.cpp, so GGUF profiles compare on one engine.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def main() -> None:
     ap.add_argument("--wikitext2-windows", type=int, default=BUDGET["wikitext2"]["limit"],
                     help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~40 min a profile on 2 CPU cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
+    ap.add_argument("--model", help="serve this base model instead of the default (a .gguf file: on llamacpp)")
     args = ap.parse_args()
     budget = {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
 
@@ -71,8 +75,9 @@ def main() -> None:
             print(f"skip {profile}: not built (leanserve compress --profile {profile})", flush=True)
             continue
         print(f"=== {profile}", flush=True)
-        engine = engine_for(spec.engine.prefer, args.engine)
-        with runner.local_server(profile, model=None, engine=engine, home=args.home) as (url, key):
+        gguf_file = (args.model or "").endswith(".gguf")
+        engine = "llamacpp" if gguf_file else engine_for(spec.engine.prefer, args.engine)
+        with runner.local_server(profile, model=args.model, engine=engine, home=args.home) as (url, key):
             target = runner.connect(url, key, None)
             path = args.out / f"evals-{profile}-{target.health['engine']}.json"
             if set(args.suites) == set(BUDGET):

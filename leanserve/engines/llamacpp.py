@@ -102,6 +102,12 @@ class _Job:
         return self.n_past < len(self.prompt)
 
 
+def _deliver(items: list[tuple[_Job, Any]]) -> None:
+    """On the event loop: hand each job its item (one wake-up of the loop for a whole decode step)."""
+    for job, item in items:
+        job.out.put_nowait(item)
+
+
 class LlamaCppEngine(Engine):
     name = "llamacpp"
 
@@ -120,6 +126,7 @@ class LlamaCppEngine(Engine):
         self._stop = False
         self._thread: threading.Thread | None = None
         self._seqs: list[_Job | None] = [None] * SEQUENCES
+        self._outbox: list[tuple[_Job, Any]] = []  # a step's tokens and scores, delivered together by _flush
         # batching counters, logged as each request ends (tests read them: steps < tokens means batching)
         self.decode_calls = 0
         self.sampled_tokens = 0
@@ -180,7 +187,9 @@ class LlamaCppEngine(Engine):
         cparams.n_seq_max = SEQUENCES
         cparams.kv_unified = False  # a region per sequence: an admitted request always has its whole context
         cparams.n_threads = cparams.n_threads_batch = threads
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as llama-cpp-python's Llama() by default
+        # off, as llama-cpp-python's Llama() by default. llama-server turns it on for CPUs: 1.2x the decode
+        # speed here, but q8_0's perplexity +0.19% and the greedy France answer flips (docs/benchmarks.md)
+        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.no_perf = True
         self._ctx = ll.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -302,6 +311,7 @@ class LlamaCppEngine(Engine):
                     self._wake.wait()
                     continue
                 self._step(plan)
+                self._flush()
         except BaseException as exc:  # never leave a waiting client hanging
             log.exception("llamacpp decode loop failed")
             self._fail_all(EngineError(f"llamacpp decode loop failed: {exc}"))
@@ -321,6 +331,22 @@ class LlamaCppEngine(Engine):
                     break
             job.seq_id = i
             self._seqs[i] = job
+
+    def _post(self, job: _Job, item: Any) -> None:
+        self._outbox.append((job, item))
+
+    def _flush(self) -> None:
+        """Deliver the step's items with one call_soon_threadsafe per event loop: each call writes to the
+        loop's wake-up pipe, a syscall that 8 sequences would otherwise pay 8 times a step."""
+        items, self._outbox = self._outbox, []
+        by_loop: dict[int, list[tuple[_Job, Any]]] = {}
+        for job, item in items:
+            by_loop.setdefault(id(job.loop), []).append((job, item))
+        for batch in by_loop.values():
+            try:
+                batch[0][0].loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the event loop is closed (server shut down): nobody is waiting any more
+                pass
 
     def _free(self, job: _Job, why: str) -> None:
         ll = self._ll
@@ -419,7 +445,7 @@ class LlamaCppEngine(Engine):
             lps = [token_logprob(torch.log_softmax(logits, dim=-1), token, opts.logprobs)]
         eos = None if opts.ignore_eos else self._tokenizer.eos_token_id if self._tokenizer else None
         reason = "stop" if token == eos else "length" if job.generated >= opts.max_tokens else None
-        job.send(Delta(token_ids=[token], logprobs=lps, finish_reason=reason))
+        self._post(job, Delta(token_ids=[token], logprobs=lps, finish_reason=reason))
         if reason is not None:
             self._free(job, reason)
         else:
@@ -435,5 +461,5 @@ class LlamaCppEngine(Engine):
             logits = torch.from_numpy(np.stack([self._logits(i) for i, _ in rows]))  # [chunk, V]
             job.scored += chunk_logprobs(logits, [job.prompt[pos + 1] for _, pos in rows], job.top_logprobs)
         if not job.prefilling:
-            job.send(job.scored)
+            self._post(job, job.scored)
             self._free(job, "scored")

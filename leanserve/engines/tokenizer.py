@@ -24,10 +24,15 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, file: Path) -> Tokenizer:
-        """The tokenizer transformers builds from a GGUF file's metadata (vocabulary, merges, template)."""
+        """The tokenizer transformers builds from a GGUF file's metadata (vocabulary, merges), with the
+        file's chat template: transformers reads `tokenizer.chat_template` into its config but does not set
+        it on the tokenizer, and without it a chat would be rendered with no template at all."""
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name))
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        if not getattr(tok, "chat_template", None):
+            tok.chat_template = gguf_chat_template(file)
+        return cls(tok)
 
     @property
     def hf(self) -> Any:
@@ -96,3 +101,11 @@ class Tokenizer:
         tokens |= {t for t in self._tok.all_special_tokens if t}
         alternatives = "|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True))
         return re.compile(alternatives or r"(?!)")
+
+
+def gguf_chat_template(file: Path) -> str | None:
+    """The Jinja chat template a GGUF file carries (`tokenizer.chat_template`), or None."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(file).fields.get("tokenizer.chat_template")
+    return None if field is None else str(field.contents())
