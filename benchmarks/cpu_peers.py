@@ -31,6 +31,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.serve_overhead import PROMPT, device_name  # noqa: E402
 from leanserve import models  # noqa: E402
-from leanserve.evals.runner import free_port  # noqa: E402
+from leanserve.evals.runner import free_port, wait_ready  # noqa: E402
 from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
 from leanserve.settings import default_home  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
@@ -232,31 +233,20 @@ def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
 def llama_server_row(binary: Path, gguf: Path, tokens: int, repeats: int, *extra: str) -> list[dict]:
     """llama.cpp's C++ server on the file with 8 slots of 1,024 tokens each (as leanserve's --max-model-len),
     threads = physical cores like the other two; ready when its /health answers 200."""
-    import httpx
     import psutil
 
     port = free_port()
     threads = str(psutil.cpu_count(logical=False) or 1)
     cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", "8", "-c", "8192",
            "-t", threads, "-tb", threads, "--api-key", API_KEY, "--no-webui", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while True:  # polling a starting server's /health is the readiness protocol llama-server offers
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with code {proc.returncode}: {' '.join(cmd)}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama-server was not ready within 300 s")
-            time.sleep(0.5)
-        return asyncio.run(measure(f"http://127.0.0.1:{port}", body(tokens, False), True, tokens, repeats))
-    finally:
-        proc.terminate()
-        proc.wait(60)
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", proc, log, timeout_s=300)
+            return asyncio.run(measure(f"http://127.0.0.1:{port}", body(tokens, False), True, tokens, repeats))
+        finally:
+            proc.terminate()
+            proc.wait(60)
 
 
 def llama_server_version(binary: Path | None) -> str | None:

@@ -70,7 +70,7 @@ def local_server(profile: str, *, model: str | None, engine: str, home: Path,
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, proc, log)
+            wait_ready(url, proc, log)
             yield url, key
         finally:
             proc.terminate()
@@ -81,9 +81,10 @@ def local_server(profile: str, *, model: str | None, engine: str, home: Path,
                 proc.wait()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Any) -> None:
-    """Poll /health (it answers 503 while the engine loads) until 200, the process dies, or the deadline."""
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+def wait_ready(url: str, proc: subprocess.Popen, log: Any, timeout_s: float = SERVER_START_TIMEOUT_S) -> None:
+    """Poll /health (it answers 503 while the engine loads) until 200, the process dies, or the deadline.
+    Any server with a /health route will do (benchmarks start llama.cpp's llama-server this way)."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
@@ -94,7 +95,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Any) -> None:
         except httpx.TransportError:
             pass
         time.sleep(1)  # polling interval of a readiness probe
-    raise EvalError(f"the server was not ready after {SERVER_START_TIMEOUT_S} s")
+    raise EvalError(f"the server was not ready after {timeout_s:.0f} s")
 
 
 def connect(base_url: str, api_key: str | None, model: str | None) -> Target:
