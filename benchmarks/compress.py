@@ -4,7 +4,9 @@ WikiText-2 test perplexity through the server's API (transformers engine), side 
 Also GBLM against Wanda (the same pruning without the gradient term) at the same sparsity.
 Prints a table; writes benchmarks/results/compress-<device>.json.
 
-    python benchmarks/compress.py [--calib-samples 32] [--calib-seq-len 512] [--ppl-chunks 40]
+    python benchmarks/compress.py [--calib-samples N] [--calib-seq-len N] [--heal-minutes M] [--ppl-chunks 40]
+
+Without --calib-* or --heal-minutes each profile builds with its own default recipe (the TOML's).
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ gradient_term = false
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calib-samples", type=int, default=32)
-    ap.add_argument("--calib-seq-len", type=int, default=512)
-    ap.add_argument("--distill-steps", type=int, default=200)
+    ap.add_argument("--calib-samples", type=int, help="override every profile's calib_samples")
+    ap.add_argument("--calib-seq-len", type=int, help="override every profile's calib_seq_len")
+    ap.add_argument("--heal-minutes", type=float, help="healing budget of pruned and distilled (default: theirs, 30)")
     ap.add_argument("--ppl-chunks", type=int, default=40, help="2000-character chunks of the test split")
     ap.add_argument("--profiles", nargs="+", default=PROFILES)
     args = ap.parse_args()
@@ -61,9 +63,13 @@ def main() -> None:
         (home / "profiles" / "wanda-int8.toml").write_text(WANDA_TOML)
         rows = [measure(home, "bf16", text, args.ppl_chunks, built=None)]
         for profile in args.profiles:
-            params = ["--param", f"calib_samples={args.calib_samples}", "--param", f"calib_seq_len={args.calib_seq_len}"]
-            if profile == "distilled":
-                params += ["--param", f"steps={args.distill_steps}"]
+            params = []
+            if args.calib_samples is not None:
+                params += ["--param", f"calib_samples={args.calib_samples}"]
+            if args.calib_seq_len is not None:
+                params += ["--param", f"calib_seq_len={args.calib_seq_len}"]
+            if args.heal_minutes is not None and profile in ("pruned", "distilled"):
+                params += ["--param", f"heal_minutes={args.heal_minutes}"]
             cmd = [sys.executable, "-m", "leanserve.cli", "compress", "--profile", profile, "--home", str(home), *params]
             subprocess.run(cmd, check=True)
             rows.append(measure(home, profile, text, args.ppl_chunks, built=home / "artifacts" / base.name / profile))

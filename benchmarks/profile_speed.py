@@ -1,11 +1,12 @@
 """Speed and memory of each profile as served: decode tokens/s and TTFT at 1 and 8 streams, and
-the server's own memory figure, through HTTP (transformers engine, CPU).
+the server's own memory figure, through HTTP (transformers engine by default, CPU).
 
 Speed and memory depend on shapes and formats, not on how well a job was calibrated, so missing
 artifacts are built with a small calibration (8 x 256 tokens, 16 distillation steps) and that is
 stated in the JSON. Prints a table; writes benchmarks/results/profile_speed-<device>.json.
 
-    python benchmarks/profile_speed.py [--profiles bf16 nf4 int8 pruned distilled int8-gblm gptq-4]
+    python benchmarks/profile_speed.py [--profiles bf16 nf4 int8 pruned distilled int8-gblm gptq-4] [--engine E]
+                                       [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -47,13 +48,15 @@ def main() -> None:
                     default=["bf16", "nf4", "int8", "pruned", "distilled", "int8-gblm", "gptq-4"])
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--engine", default="transformers")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results/profile_speed-<device>.json")
     args = ap.parse_args()
     home = default_home()
     models.pull_default(home)
     rows = []
     for profile in args.profiles:
         origin = ensure_built(home, profile)
-        server = start_server("transformers", profile, home)
+        server = start_server(args.engine, profile, home)
         try:
             runs = asyncio.run(http_runs(server.base_url, API_KEY, args.tokens, args.repeats))
             rss = one(scrape(server), "leanserve_memory_bytes", kind="process_rss", profile=profile)
@@ -72,10 +75,10 @@ def main() -> None:
               f"{r['tokens_per_s_1']:>10.1f}{r['tokens_per_s_8']:>10.1f}{r['ttft_s_1'] * 1000:>8.0f}ms"
               f"{r['tokens_per_s_1'] / ref['tokens_per_s_1']:>12.2f}")
     payload = {"benchmark": "profile_speed", "date": dt.date.today().isoformat(), "device": device_name(),
-               "engine": "transformers (float32 on CPU)", "tokens_per_request": args.tokens,
+               "engine": f"{args.engine} (float32 on CPU)", "tokens_per_request": args.tokens,
                "repeats": args.repeats, "statistic": "median over repeats", "rows": rows}
     slug = "gpu" if "NVIDIA" in payload["device"] else "cpu"
-    out = HERE / "results" / f"profile_speed-{slug}.json"
+    out = args.out or HERE / "results" / f"profile_speed-{slug}.json"
     out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
 

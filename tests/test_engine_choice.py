@@ -63,6 +63,19 @@ def test_vllm_runs_4bit_on_cpu_in_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     assert vllm.default_dtype(spec("bf16").load, "cuda") == "bfloat16"
 
 
+def test_gptq_8_on_cpu_skips_vllm_which_has_no_8_bit_kernel_there() -> None:
+    """vLLM-CPU's weight-only kernels take 4-bit weights only: gptq-8 goes to transformers with the reason
+    said, and an explicit --engine vllm is refused at startup rather than failing inside vLLM."""
+    vllm = engine_class("vllm")
+    assert vllm.unsupported_reason(spec("gptq-8").load, "cpu") == "vLLM-CPU has kernels for 4-bit quantized weights only, not 8-bit"
+    assert vllm.unsupported_reason(spec("gptq-8").load, "cuda") is None
+    assert vllm.unsupported_reason(spec("gptq-4").load, "cpu") is None
+    choice = choose_engine("auto", spec("gptq-8"), "cpu", elsewhere={"vllm": VLLM_PYTHON})
+    assert choice.name == "transformers" and "vllm: vLLM-CPU has kernels for 4-bit" in choice.reason
+    with pytest.raises(EngineUnavailable, match="cannot serve profile 'gptq-8' on cpu: vLLM-CPU has kernels for 4-bit"):
+        choose_engine("vllm", spec("gptq-8"), "cpu", elsewhere={"vllm": VLLM_PYTHON})
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_dtype_auto_is_float32_on_every_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
     """Even with native bf16: measured slower on transformers, and a changed greedy answer on vLLM-CPU."""

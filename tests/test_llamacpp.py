@@ -96,6 +96,41 @@ def test_greedy_output_equals_llama_cpp_pythons_own(client: OpenAI, llama, token
     assert r.choices[0].text == tokenizer.decode(expected)
 
 
+def test_flash_attention_serves_what_llama_cpp_computes_with_it(gguf: Path, gguf_home: Path,
+                                                                tokenizer: Tokenizer) -> None:
+    """`--flash-attn` is on in llama.cpp for real: greedy output equals llama-cpp-python's own with it on,
+    and the log says so. (Off, the module's server matches the flash-attention-off reference above.)"""
+    from llama_cpp import Llama
+
+    threads = psutil.cpu_count(logical=False) or 1
+    fa = Llama(str(gguf), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
+               flash_attn=True, verbose=False)
+    n = 32
+    expected: list[int] = []
+    for token in fa.generate(tokenizer.encode(PROMPT), temp=0.0, top_k=1, reset=True):
+        expected.append(token)
+        if len(expected) == n:
+            break
+    del fa
+    server = start_server("llamacpp", "q4_k_m", gguf_home, "--flash-attn")
+    try:
+        c = OpenAI(base_url=f"{server.base_url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+        r = c.completions.create(model=MODEL, prompt=PROMPT, max_tokens=n, temperature=0, logprobs=0,
+                                 extra_body={"ignore_eos": True})
+        assert r.choices[0].logprobs.tokens == tokenizer.token_strings(expected)
+        assert "flash attention on" in server.log_text()
+    finally:
+        server.stop()
+
+
+def test_flash_attention_is_refused_by_an_engine_without_it(gguf_home: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "leanserve.cli", "serve", "--engine", "transformers", "--home",
+                        str(gguf_home), "--port", "0", "--flash-attn"], capture_output=True, text=True, timeout=300)
+    out = " ".join((r.stdout + r.stderr).split())  # the console wraps long lines
+    assert r.returncode == 2, out[-3000:]
+    assert "--flash-attn is a llamacpp setting" in out and "served by transformers" in out
+
+
 def test_echo_logprobs_equal_an_in_process_computation(client: OpenAI, llama, tokenizer: Tokenizer) -> None:  # noqa: ANN001
     ids = tokenizer.encode(PROMPT)
     llama.reset()

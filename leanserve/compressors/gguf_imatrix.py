@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from leanserve.compressors.calibration import forward_each
 
 
-@torch.no_grad()
 def collect(model: nn.Module, samples: list[list[int]], n_layer: int) -> dict[str, np.ndarray]:
     """{GGUF tensor name: float32 [in_features] mean squared input} for every linear in the decoder."""
     import gguf
@@ -40,12 +40,7 @@ def collect(model: nn.Module, samples: list[list[int]], n_layer: int) -> dict[st
             gguf_name = names.get_name(f"{module_name}.weight", try_suffixes=(".weight",))
             if gguf_name is not None:
                 handles.append(module.register_forward_pre_hook(hook(gguf_name)))
-    try:
-        for ids in tqdm(samples, desc="importance matrix"):
-            model(input_ids=torch.tensor([ids]))
-    finally:
-        for h in handles:
-            h.remove()
+    forward_each(model, samples, handles, desc="importance matrix")
     return {name: (sums[name] / counts[name]).numpy().astype(np.float32) for name in sums}
 
 

@@ -69,11 +69,11 @@ def choose_engine(requested: str, spec: ProfileSpec, device: str, *, dtype: str 
     the rest. The reason says which rule decided, with the figures."""
     if requested != "auto":
         cls = engine_class(requested)
-        if not cls.is_installed():
-            raise EngineUnavailable(f"engine {requested!r} is not installed in this environment")
-        why_not = cls.unsupported_reason(spec.load, device)
+        why_not = cls.unsupported_reason(spec.load, device)  # first: installing it would not help
         if why_not:
             raise EngineUnavailable(f"engine {requested!r} cannot serve profile {spec.name!r} on {device}: {why_not}")
+        if not cls.is_installed():
+            raise EngineUnavailable(f"engine {requested!r} is not installed in this environment")
         return EngineChoice(requested, "requested with --engine")
     elsewhere = elsewhere or {}
     order = [*spec.engine.prefer, *(n for n in REGISTRY if n not in spec.engine.prefer)]

@@ -115,6 +115,7 @@ class EngineConfig:
     gpu_memory_utilization: float | None = None
     trust_remote_code: bool = False
     memory_budget: MemoryBudget | None = None  # set by `serve --vram-budget` on GPUs
+    flash_attn: bool = False  # `serve --flash-attn`, llamacpp only (launch refuses it for the others)
 
 
 class EngineError(RuntimeError):

