@@ -4,8 +4,8 @@ last N blocks removed, for each N, at 1 and 8 sequences, in process (transformer
 Speed depends on the shape, not on which blocks go or how well the student was healed, so the blocks
 are simply truncated and nothing is trained: this is the table `distilled`'s default drop count is
 picked from (issue 18). The 576 x 49,152 output head is read every token whatever the depth, so the
-speed-up is smaller than the fraction of blocks dropped. Counts are interleaved within each repeat, so
-drift on a shared machine hits all of them alike; medians of --repeats.
+speed-up is smaller than the fraction of blocks dropped. Counts are interleaved within each repeat, in
+alternating order, so drift on a shared machine hits all of them alike; medians of --repeats.
 Prints a table; writes benchmarks/results/depth_speed-<device>.json.
 
     python benchmarks/depth_speed.py [--drop 0 2 4 6 8 10 12] [--tokens 128] [--repeats 3]
@@ -68,8 +68,8 @@ def main() -> None:
     runs: dict[int, dict[int, list[float]]] = {d: {1: [], 8: []} for d in args.drop}
     set_depth(0)
     decode_rate(model, prompt, 8)  # warm-up: first-call allocations stay out of the timings
-    for _ in range(args.repeats):
-        for drop in args.drop:
+    for rep in range(args.repeats):
+        for drop in args.drop if rep % 2 == 0 else args.drop[::-1]:  # alternate the order: no count always first
             set_depth(drop)
             for batch in (1, 8):
                 runs[drop][batch].append(decode_rate(model, prompt.repeat(batch, 1), args.tokens))
