@@ -131,9 +131,9 @@ def prepare(settings: Settings) -> tuple[ServerState, EngineConfig]:
     choice = choose_engine(settings.engine, spec, device, dtype=settings.dtype, table=load_table(),
                            machine=Machine.here(device), elsewhere=engine_interpreters())
     if settings.flash_attn and choice.name != "llamacpp":
-        raise EngineUnavailable(f"--flash-attn is a llamacpp setting, and profile {spec.name} is served by {choice.name} "
-                           f"({choice.reason}); drop the flag, or serve a GGUF profile with --engine llamacpp",
-                           param="flash_attn")
+        raise EngineUnavailable(f"--flash-attn is a llamacpp setting, and profile {spec.name} is served by "
+                                f"{choice.name} ({choice.reason}); drop the flag, or serve a GGUF profile with "
+                                "--engine llamacpp", param="flash_attn")
     if choice.python:
         relaunch(choice)
     if os.environ.get(RELAUNCHED):
