@@ -27,6 +27,7 @@ from leanserve import models  # noqa: E402
 from leanserve.evals.client import EvalClient  # noqa: E402
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text  # noqa: E402
 from leanserve.paths import data_root, default_home  # noqa: E402
+from leanserve.profiles.registry import get_profile  # noqa: E402
 from leanserve.profiles.store import dir_size  # noqa: E402
 from tests.servers import API_KEY, start_server  # noqa: E402
 
@@ -68,7 +69,7 @@ def main() -> None:
                 params += ["--param", f"calib_samples={args.calib_samples}"]
             if args.calib_seq_len is not None:
                 params += ["--param", f"calib_seq_len={args.calib_seq_len}"]
-            if args.heal_minutes is not None and profile in ("pruned", "distilled"):
+            if args.heal_minutes is not None and "heal_minutes" in get_profile(profile, home).params:
                 params += ["--param", f"heal_minutes={args.heal_minutes}"]
             cmd = [sys.executable, "-m", "leanserve.cli", "compress", "--profile", profile, "--home", str(home), *params]
             subprocess.run(cmd, check=True)

@@ -58,6 +58,11 @@ def client(server: Server) -> OpenAI:
 @pytest.fixture(scope="module")
 def llama(gguf: Path):  # noqa: ANN201
     """llama-cpp-python's high-level Llama on the same file, with the engine's context settings."""
+    return _reference_llama(gguf, flash_attn=False, logits_all=True)
+
+
+def _reference_llama(gguf: Path, **kwargs):  # noqa: ANN202
+    """llama-cpp-python's `Llama` on `gguf` with the engine's context and thread settings."""
     from leanserve.engines.llamacpp_lib import load
 
     load()  # registers the CPU backend from llama_cpp/lib (see llamacpp_lib)
@@ -65,7 +70,17 @@ def llama(gguf: Path):  # noqa: ANN201
 
     threads = psutil.cpu_count(logical=False) or 1
     return Llama(str(gguf), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
-                 logits_all=True, flash_attn=False, verbose=False)
+                 verbose=False, **kwargs)
+
+
+def _greedy(llama, ids: list[int], n: int) -> list[int]:  # noqa: ANN001
+    """The first `n` tokens llama-cpp-python itself generates greedily after `ids`."""
+    expected: list[int] = []
+    for token in llama.generate(ids, temp=0.0, top_k=1, reset=True):
+        expected.append(token)
+        if len(expected) == n:
+            break
+    return expected
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +97,8 @@ def test_hf_and_llama_cpp_tokenizers_agree_on_the_france_prompt(llama, tokenizer
 
 def test_greedy_output_equals_llama_cpp_pythons_own(client: OpenAI, llama, tokenizer: Tokenizer) -> None:  # noqa: ANN001
     n = 48
-    ids = tokenizer.encode(PROMPT)
     llama.reset()
-    expected: list[int] = []
-    for token in llama.generate(ids, temp=0.0, top_k=1, reset=True):
-        expected.append(token)
-        if len(expected) == n:
-            break
+    expected = _greedy(llama, tokenizer.encode(PROMPT), n)
     r = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=n, temperature=0, logprobs=0,
                                   extra_body={"ignore_eos": True})
     assert r.usage.completion_tokens == n
@@ -100,17 +110,9 @@ def test_flash_attention_serves_what_llama_cpp_computes_with_it(gguf: Path, gguf
                                                                 tokenizer: Tokenizer) -> None:
     """`--flash-attn` is on in llama.cpp for real: greedy output equals llama-cpp-python's own with it on,
     and the log says so. (Off, the module's server matches the flash-attention-off reference above.)"""
-    from llama_cpp import Llama
-
-    threads = psutil.cpu_count(logical=False) or 1
-    fa = Llama(str(gguf), n_ctx=1024, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
-               flash_attn=True, verbose=False)
     n = 32
-    expected: list[int] = []
-    for token in fa.generate(tokenizer.encode(PROMPT), temp=0.0, top_k=1, reset=True):
-        expected.append(token)
-        if len(expected) == n:
-            break
+    fa = _reference_llama(gguf, flash_attn=True)
+    expected = _greedy(fa, tokenizer.encode(PROMPT), n)
     del fa
     server = start_server("llamacpp", "q4_k_m", gguf_home, "--flash-attn")
     try:
