@@ -196,6 +196,16 @@ def measure_engines(home: Path, tokens: int, repeats: int, streams: tuple[int, .
     print(f"wrote {TABLE_PATH}")
 
 
+def check_peer_installed() -> None:
+    """Before anything is measured: llama_cpp.server needs llama-cpp-python's `server` extras, which the
+    leanserve environment does not install (nothing but this benchmark runs that server)."""
+    try:
+        import llama_cpp.server.app  # noqa: F401
+    except ImportError as exc:
+        sys.exit(f"the llama_cpp.server peer cannot start: {exc.name} is missing. Install llama-cpp-python's "
+                 "server extras: .venv/bin/pip install sse-starlette starlette-context pydantic-settings")
+
+
 def peer_row(gguf: Path, tokens: int, repeats: int) -> list[dict]:
     """llama_cpp.server on the file; started in llama_cpp/lib so ggml finds its CPU kernels there."""
     import psutil
@@ -282,6 +292,7 @@ def main() -> None:
     if args.engines:
         measure_engines(home, args.tokens, args.repeats, tuple(args.streams))
         return
+    check_peer_installed()
     load_before = os.getloadavg()
     started = time.perf_counter()
     ours_name, peer_name, hf_name = ("leanserve llamacpp, q4_k_m", "llama_cpp.server 0.3.36, same q4_k_m file",

@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name  # noqa: E402
+from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
 from leanserve.loadtest import lengths  # noqa: E402
 from leanserve.loadtest.runner import LoadtestConfig, run  # noqa: E402
 from leanserve.paths import default_home  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
     args = ap.parse_args()
 
     device = device_name()
-    slug = "gpu" if "NVIDIA" in device else "cpu"
+    slug = device_slug(device)
     RESULTS.mkdir(exist_ok=True)
     extra = [*(["--model", args.model] if args.model else []),
              *(["--vram-budget", args.vram_budget] if args.vram_budget else [])]

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name, http_runs  # noqa: E402
+from benchmarks.serve_overhead import device_name, device_slug, http_runs  # noqa: E402
 from leanserve import models  # noqa: E402
 from leanserve.paths import default_home  # noqa: E402
 from leanserve.profiles.registry import get_profile  # noqa: E402
@@ -77,8 +77,7 @@ def main() -> None:
     payload = {"benchmark": "profile_speed", "date": dt.date.today().isoformat(), "device": device_name(),
                "engine": f"{args.engine} (float32 on CPU)", "tokens_per_request": args.tokens,
                "repeats": args.repeats, "statistic": "median over repeats", "rows": rows}
-    slug = "gpu" if "NVIDIA" in payload["device"] else "cpu"
-    out = args.out or HERE / "results" / f"profile_speed-{slug}.json"
+    out = args.out or HERE / "results" / f"profile_speed-{device_slug(payload['device'])}.json"
     out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
 

@@ -42,6 +42,11 @@ def device_name() -> str:
     return cpu_name()
 
 
+def device_slug(device: str) -> str:
+    """'gpu' or 'cpu': the suffix of a results file, so runs on the two kinds of machine sit side by side."""
+    return "gpu" if "GPU" in device or "NVIDIA" in device else "cpu"
+
+
 # --- one run: `streams` concurrent generations of `tokens` tokens, via a function that yields token counts --
 async def measure(stream_fn, streams: int, tokens: int) -> dict[str, float]:  # noqa: ANN001
     ttfts: list[float] = []
@@ -189,8 +194,7 @@ def main() -> None:
                "model": "smollm2-135m-instruct (bf16 profile)", "tokens_per_request": args.tokens,
                "repeats": args.repeats, "statistic": "median over repeats", "rows": rows,
                "http_scaling_8_over_1": scaling, "raw": results}
-    slug = "gpu" if "GPU" in device or "NVIDIA" in device else "cpu"
-    path = HERE / "results" / f"serve_overhead-{slug}.json"
+    path = HERE / "results" / f"serve_overhead-{device_slug(device)}.json"
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
 

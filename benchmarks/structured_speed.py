@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name  # noqa: E402
+from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
 
 PROMPT = "List ten European cities with their country and a one-line description of each."
 SCHEMA = {"type": "object", "required": ["cities"], "properties": {"cities": {"type": "array", "items": {
@@ -80,7 +80,7 @@ def main() -> None:
         print(f"| {k} | {v:.1f} | {v / med['free text']:.2f} |")
     print(f"{args.engine}, {result['device']}, {result['date']}")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"structured_speed-{'gpu' if 'NVIDIA' in result['device'] else 'cpu'}.json"
+    path = args.out / f"structured_speed-{device_slug(result['device'])}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -11,6 +11,7 @@ from openai import OpenAI
 from transformers import AutoTokenizer
 
 from tests.conftest import MODEL
+from tests.servers import Server
 
 pytestmark = pytest.mark.server
 
@@ -25,6 +26,16 @@ def test_chat_answers_the_france_question(client: OpenAI) -> None:
     assert r.choices[0].finish_reason == "stop"
     assert r.usage.prompt_tokens > 10
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_a_repeated_prompt_reports_what_the_engine_took_from_its_prefix_cache(client: OpenAI, server: Server) -> None:
+    prompt = " ".join(["The lighthouse keeper counted the waves again."] * 40)  # ~320 tokens: whole KV blocks
+    client.completions.create(model=MODEL, prompt=prompt, max_tokens=1)
+    again = client.completions.create(model=MODEL, prompt=prompt, max_tokens=1)
+    if server.engine == "transformers":  # it keeps no prefix cache, so it claims none
+        assert again.usage.prompt_tokens_details is None
+    else:  # vLLM's automatic prefix caching: the first request's full blocks
+        assert 0 < again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
 
 
 def test_max_completion_tokens_caps_length(client: OpenAI) -> None:

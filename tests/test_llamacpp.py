@@ -106,6 +106,35 @@ def test_greedy_output_equals_llama_cpp_pythons_own(client: OpenAI, llama, token
     assert r.choices[0].text == tokenizer.decode(expected)
 
 
+def test_the_next_turn_of_a_chat_reuses_the_kv_of_the_first(client: OpenAI, server: Server, llama,  # noqa: ANN001
+                                                             tokenizer: Tokenizer) -> None:
+    """The second turn's prompt starts with the first turn's: the engine gives it the sequence that holds
+    that KV, says so in usage.prompt_tokens_details.cached_tokens, and answers what llama.cpp computes
+    from the whole prompt."""
+    system = [{"role": "system", "content": "You are a terse geography tutor. Answer in one sentence."}]
+    lab = {"profile": "q4_k_m", "model": MODEL}
+    counted = one(scrape(server), "leanserve_prompt_tokens_cached_total", **lab)
+    first = client.chat.completions.create(model=MODEL, messages=system + FRANCE, max_tokens=12, temperature=0)
+    turn = [*system, *FRANCE, {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And the capital of Italy?"}]
+    n = 12
+    second = client.chat.completions.create(model=MODEL, messages=turn, max_tokens=n, temperature=0, logprobs=True,
+                                            extra_body={"ignore_eos": True})
+    before, after = tokenizer.apply_chat_template(system + FRANCE), tokenizer.apply_chat_template(turn)
+    shared = next((i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), len(before))
+    assert shared > 20  # the system prompt and the first question at least
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert shared <= cached < len(after) == second.usage.prompt_tokens
+    first_cached = first.usage.prompt_tokens_details.cached_tokens
+    assert one(scrape(server), "leanserve_prompt_tokens_cached_total", **lab) - counted == first_cached + cached
+    llama.reset()
+    expected = _greedy(llama, after, n)
+    assert [t.token for t in second.choices[0].logprobs.content] == tokenizer.token_strings(expected)
+    # a prompt that shares nothing with any kept KV is computed whole
+    fresh = client.completions.create(model=MODEL, prompt="Zebras", max_tokens=1)
+    assert fresh.usage.prompt_tokens_details.cached_tokens == 0
+
+
 def test_flash_attention_serves_what_llama_cpp_computes_with_it(gguf: Path, gguf_home: Path,
                                                                 tokenizer: Tokenizer) -> None:
     """`--flash-attn` is on in llama.cpp for real: greedy output equals llama-cpp-python's own with it on,

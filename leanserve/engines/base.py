@@ -80,6 +80,7 @@ class Delta:
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
+    cached_tokens: int | None = None  # on the first delta, from an engine with a prefix cache: prompt tokens reused
 
 
 @dataclass(frozen=True)

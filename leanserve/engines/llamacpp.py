@@ -4,8 +4,10 @@ One decode thread owns the llama.cpp context. Each step it puts every live reque
 `llama_batch` (one sequence id per request): one token for each request that is generating, then
 prompt chunks for those still prefilling, never more than n_batch tokens in all (above it llama.cpp
 aborts the process instead of returning an error). Each sequence has its own KV region
-(kv_unified off: n_ctx = SEQUENCES x context), freed with llama_memory_seq_rm the moment its request
-finishes, is cancelled or its client goes away. Sampling and logprobs are computed here from the raw
+(kv_unified off: n_ctx = SEQUENCES x context), released the moment its request finishes, is cancelled
+or its client goes away. A released sequence keeps its KV: the next request whose prompt starts the same
+way (the same system prompt, the next turn of a chat) is given that sequence and decodes only the rest,
+as llama-server's prompt cache does; usage reports those tokens as cached_tokens. Sampling and logprobs are computed here from the raw
 logits with sampler.pick_token, as the transformers engine does, with a generator per seeded request.
 
 The tokenizer is the HF one the gguf job saves beside the file, so token ids match the other engines
@@ -86,6 +88,7 @@ class _Job:
     slot: Any = None  # sampler.Slot: the request's sampling state (seed, penalties, grammar)
     seq_id: int = -1
     n_past: int = 0  # positions already in this sequence's KV
+    reused: int = 0  # of them, kept from the request that used the sequence before (prefix cache)
     next_token: int | None = None  # sampled, not yet decoded
     generated: int = 0
     scored: list[TokenLogprob | None] = field(default_factory=list)
@@ -126,11 +129,16 @@ class LlamaCppEngine(Engine):
         self._stop = False
         self._thread: threading.Thread | None = None
         self._seqs: list[_Job | None] = [None] * SEQUENCES
+        # what each sequence's KV holds, positions 0.. in order: kept after its request ends, for the next
+        # prompt that starts the same way; and when each was last released (the oldest is overwritten first)
+        self._kept: list[list[int]] = [[] for _ in range(SEQUENCES)]
+        self._released: list[int] = [0] * SEQUENCES
         self._outbox: list[tuple[_Job, Any]] = []  # a step's tokens and scores, delivered together by _flush
         # batching counters, logged as each request ends (tests read them: steps < tokens means batching)
         self.decode_calls = 0
         self.sampled_tokens = 0
         self.peak_sequences = 0
+        self.reused_tokens = 0
 
     @classmethod
     def unsupported_reason(cls, load: LoadSpec, device: str) -> str | None:
@@ -321,18 +329,43 @@ class LlamaCppEngine(Engine):
         self._fail_all(EngineError("the llamacpp engine shut down"))
 
     def _admit(self) -> None:
-        for i, slot in enumerate(self._seqs):
-            if slot is not None:
+        """Waiting jobs, in arrival order, each onto the free sequence whose kept KV shares the longest
+        prefix with its prompt; with no such prefix, onto the one released longest ago."""
+        free = [i for i, job in enumerate(self._seqs) if job is None]
+        while free:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if job.cancelled.is_set():
                 continue
-            while True:
-                try:
-                    job = self._inbox.get_nowait()
-                except queue.Empty:
-                    return
-                if not job.cancelled.is_set():
-                    break
-            job.seq_id = i
-            self._seqs[i] = job
+            seq = max(free, key=lambda i: (self._reusable(i, job), -self._released[i]))
+            free.remove(seq)
+            self._attach(job, seq)
+
+    def _reusable(self, seq: int, job: _Job) -> int:
+        """Leading prompt tokens whose KV `seq` already holds. Never the last one: its logits are needed
+        and only a decode gives them. None for a scoring job, which needs every position's logits."""
+        if job.opts is None:
+            return 0
+        kept, n = self._kept[seq], 0
+        for a, b in zip(kept, job.prompt[:-1]):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def _attach(self, job: _Job, seq: int) -> None:
+        """Give `job` sequence `seq`: keep the shared prefix's KV, drop the rest."""
+        ll = self._ll
+        keep = self._reusable(seq, job)
+        if not ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), seq, keep, -1):
+            ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), seq, -1, -1)  # a partial cut refused: drop it all
+            keep = 0
+        del self._kept[seq][keep:]
+        job.seq_id, job.n_past, job.reused = seq, keep, keep
+        self.reused_tokens += keep
+        self._seqs[seq] = job
 
     def _post(self, job: _Job, item: Any) -> None:
         self._outbox.append((job, item))
@@ -350,14 +383,21 @@ class LlamaCppEngine(Engine):
             except RuntimeError:  # the event loop is closed (server shut down): nobody is waiting any more
                 pass
 
-    def _free(self, job: _Job, why: str) -> None:
-        ll = self._ll
-        ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), job.seq_id, -1, -1)
+    def _free(self, job: _Job, why: str, keep_kv: bool = True) -> None:
+        """Release the job's sequence for the next request; its KV stays for a prompt that shares its prefix,
+        unless `keep_kv` is false (a failed decode leaves it in doubt)."""
+        if not keep_kv:
+            ll = self._ll
+            ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), job.seq_id, -1, -1)
+            self._kept[job.seq_id].clear()
         self._seqs[job.seq_id] = None
+        self._released[job.seq_id] = self.decode_calls
         if job.opts is not None:
-            log.info("llamacpp: %s %s: seq %d freed after %d prompt + %d generated tokens; totals: %d decode calls, "
-                     "%d tokens sampled, at most %d sequences in one batch", job.request_id, why, job.seq_id,
-                     len(job.prompt), job.generated, self.decode_calls, self.sampled_tokens, self.peak_sequences)
+            log.info("llamacpp: %s %s: seq %d freed after %d prompt + %d generated tokens (%d prompt tokens' KV "
+                     "kept from before); totals: %d decode calls, %d tokens sampled, at most %d sequences in one "
+                     "batch, %d prompt tokens reused", job.request_id, why, job.seq_id, len(job.prompt),
+                     job.generated, job.reused, self.decode_calls, self.sampled_tokens, self.peak_sequences,
+                     self.reused_tokens)
 
     def _drop_cancelled(self) -> None:
         for job in self._seqs:
@@ -414,11 +454,12 @@ class LlamaCppEngine(Engine):
         if rc != 0:
             for job in jobs:
                 job.send(EngineError(f"llama_decode failed with code {rc}"))
-                self._free(job, "failed")
+                self._free(job, "failed", keep_kv=False)
             return
         rows: dict[int, list[tuple[int, int]]] = {}
-        for i, (job, _token, pos, wants) in enumerate(plan):
+        for i, (job, token, pos, wants) in enumerate(plan):
             job.n_past = max(job.n_past, pos + 1)
+            self._kept[job.seq_id].append(token)  # a job's positions come in order, from where its KV ends
             if wants:
                 rows.setdefault(id(job), []).append((i, pos))
         for job in jobs:
@@ -447,7 +488,8 @@ class LlamaCppEngine(Engine):
             lps = [token_logprob(torch.log_softmax(logits, dim=-1), token, opts.logprobs)]
         eos = None if opts.ignore_eos else self._tokenizer.eos_token_id if self._tokenizer else None
         reason = "stop" if token == eos else "length" if job.generated >= opts.max_tokens else None
-        self._post(job, Delta(token_ids=[token], logprobs=lps, finish_reason=reason))
+        cached = job.reused if job.generated == 1 else None
+        self._post(job, Delta(token_ids=[token], logprobs=lps, finish_reason=reason, cached_tokens=cached))
         if reason is not None:
             self._free(job, reason)
         else:

@@ -175,7 +175,7 @@ class VllmEngine(Engine):
         from vllm.inputs import TokensPrompt
 
         params = self._sampling_params(request)
-        finished = False
+        finished, first = False, True
         try:
             stream = self._engine.generate(TokensPrompt(prompt_token_ids=request.prompt_ids), params, request.request_id)
             async for out in stream:
@@ -186,7 +186,10 @@ class VllmEngine(Engine):
                 if request.sampling.logprobs is not None:
                     lps = _to_token_logprobs(tokens, completion.logprobs, request.sampling.logprobs)
                 reason = completion.finish_reason if finished else None
-                yield Delta(token_ids=tokens, logprobs=lps, finish_reason="stop" if reason == "stop" else reason)
+                cached = out.num_cached_tokens if first else None  # its automatic prefix caching, on by default
+                first = False
+                yield Delta(token_ids=tokens, logprobs=lps, finish_reason="stop" if reason == "stop" else reason,
+                            cached_tokens=cached)
         finally:
             if not finished:
                 await self._engine.abort(request.request_id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from leanserve.engines.base import Delta, Engine, GenerationRequest, SamplingOptions, TokenLogprob
 from leanserve.server.metrics import ServerMetrics
-from leanserve.server.protocol import Usage
+from leanserve.server.protocol import PromptTokensDetails, Usage
 from leanserve.server.textstream import TextStream
 
 
@@ -28,6 +28,7 @@ class ChoiceEvent:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
+    cached_tokens: int | None = None  # the engine's, on the first event: prompt tokens it did not compute again
 
 
 async def run_choice(
@@ -49,14 +50,14 @@ async def run_choice(
             ids = delta.token_ids
             cut = next((k for k, t in enumerate(ids) if t in stop_ids), None) if stop_ids else None
             if cut is not None:  # a stop token ends the answer, like EOS: counted, not shown
-                delta = Delta(ids[: cut + 1], (delta.logprobs or [])[: cut + 1] or None, "stop")
+                delta = Delta(ids[: cut + 1], (delta.logprobs or [])[: cut + 1] or None, "stop", delta.cached_tokens)
                 piece = text.push(ids[:cut])
             else:
                 piece = text.push(ids)
             reason = "stop" if text.stopped else delta.finish_reason
             if reason is not None and not text.stopped:
                 piece += text.flush()
-            yield ChoiceEvent(index, piece, delta.token_ids, delta.logprobs or [], reason)
+            yield ChoiceEvent(index, piece, delta.token_ids, delta.logprobs or [], reason, delta.cached_tokens)
             if text.stopped or cut is not None:
                 return  # closing `stream` (in finally) aborts the engine request
     finally:
@@ -120,6 +121,7 @@ class Generation:
         self.jobs, self.stops, self.started = jobs, stops, started
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
+        self.cached_tokens: int | None = None  # None: the engine does not report a prefix cache
 
     async def events(self) -> AsyncIterator[ChoiceEvent]:
         streams = [run_choice(self.engine, self.metrics, self.request_id, job.index, job.prompt_ids, job.opts,
@@ -128,6 +130,8 @@ class Generation:
             return
         async for event in merge(streams):
             self.completion_tokens += len(event.token_ids)
+            if event.cached_tokens is not None:
+                self.cached_tokens = (self.cached_tokens or 0) + event.cached_tokens
             yield event
 
     async def collect(self) -> dict[int, list[ChoiceEvent]]:
@@ -137,5 +141,8 @@ class Generation:
         return per_choice
 
     def usage(self) -> Usage:
+        # capped: chat counts its prompt once however many choices (n) reuse it
+        details = (None if self.cached_tokens is None
+                   else PromptTokensDetails(cached_tokens=min(self.cached_tokens, self.prompt_tokens)))
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                     total_tokens=self.prompt_tokens + self.completion_tokens)
+                     total_tokens=self.prompt_tokens + self.completion_tokens, prompt_tokens_details=details)

@@ -70,6 +70,8 @@ class ServerMetrics:
                               labels, buckets=TPOT_BUCKETS, registry=r)
         self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt tokens processed", labels, registry=r)
         self.generation_tokens = Counter(f"{PREFIX}_generation_tokens", "Tokens generated", labels, registry=r)
+        self.cached_tokens = Counter(f"{PREFIX}_prompt_tokens_cached", "Prompt tokens whose KV the engine already "
+                                     "held (its prefix cache), so it did not compute them", labels, registry=r)
         self.requests = Counter(f"{PREFIX}_requests", "HTTP requests finished, by route and status code",
                                 [*labels, "route", "status"], registry=r)
         self.running = Gauge(f"{PREFIX}_requests_running", "Generations that have produced a token and not finished",
@@ -84,7 +86,7 @@ class ServerMetrics:
                                    labels, registry=r)
         self.info = Info(f"{PREFIX}_model", "What is being served", registry=r)
         self.registry.register(_LiveCollector(self))
-        for metric in (self.e2e, self.ttft, self.tpot, self.prompt_tokens, self.generation_tokens,
+        for metric in (self.e2e, self.ttft, self.tpot, self.prompt_tokens, self.cached_tokens, self.generation_tokens,
                        self.running, self.waiting, self.artifact_size):
             metric.labels(profile, model)  # export zero-valued series from the start
         for reason in REJECT_REASONS:
@@ -121,6 +123,8 @@ class ServerMetrics:
             async for delta in stream:
                 now = time.perf_counter()
                 n = len(delta.token_ids)
+                if delta.cached_tokens:
+                    self.cached_tokens.labels(*lab).inc(delta.cached_tokens)
                 if n:
                     if last is None:
                         self.ttft.labels(*lab).observe(now - started)

@@ -461,17 +461,23 @@ class DetokenizeRequest(BaseModel):
     tokens: Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(max_length=1_000_000)]
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-
 # --- responses ------------------------------------------------------------------------------------------------------
 # What the routes send, as models rather than dicts, in OpenAI's shapes. A field that OpenAI leaves out
 # when it has no value (a delta's role, a message's tool_calls, a chunk's usage) is dropped when None.
 def _unset(value: Any) -> bool:
     return value is None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # prompt tokens whose KV the engine already held (its prefix cache), not computed again
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    # from an engine with a prefix cache (llamacpp, vLLM); left out otherwise, as OpenAI does without caching
+    prompt_tokens_details: PromptTokensDetails | None = Field(default=None, exclude_if=_unset)
 
 
 class TopLogprob(BaseModel):
