@@ -7,8 +7,9 @@ aborts the process instead of returning an error). Each sequence has its own KV 
 (kv_unified off: n_ctx = SEQUENCES x context), released the moment its request finishes, is cancelled
 or its client goes away. A released sequence keeps its KV: the next request whose prompt starts the same
 way (the same system prompt, the next turn of a chat) is given that sequence and decodes only the rest,
-as llama-server's prompt cache does; usage reports those tokens as cached_tokens. Sampling and logprobs are computed here from the raw
-logits with sampler.pick_token, as the transformers engine does, with a generator per seeded request.
+as llama-server's prompt cache does; usage reports those tokens as cached_tokens. Sampling and logprobs
+are computed here from the raw logits with sampler.pick_token, as the transformers engine does, with a
+generator per seeded request.
 
 The tokenizer is the HF one the gguf job saves beside the file, so token ids match the other engines
 exactly (tests check llama.cpp's own tokenizer agrees); a bare .gguf gets the tokenizer transformers
@@ -345,7 +346,7 @@ class LlamaCppEngine(Engine):
 
     def _reusable(self, seq: int, job: _Job) -> int:
         """Leading prompt tokens whose KV `seq` already holds. Never the last one: its logits are needed
-        and only a decode gives them. None for a scoring job, which needs every position's logits."""
+        and only a decode gives them. 0 for a scoring job, which needs every position's logits."""
         if job.opts is None:
             return 0
         kept, n = self._kept[seq], 0
