@@ -340,9 +340,10 @@ class LlamaCppEngine(Engine):
                 return
             if job.cancelled.is_set():
                 continue
-            seq = max(free, key=lambda i: (self._reusable(i, job), -self._released[i]))
+            shared = {i: self._reusable(i, job) for i in free}
+            seq = max(free, key=lambda i: (shared[i], -self._released[i]))
             free.remove(seq)
-            self._attach(job, seq)
+            self._attach(job, seq, shared[seq])
 
     def _reusable(self, seq: int, job: _Job) -> int:
         """Leading prompt tokens whose KV `seq` already holds. Never the last one: its logits are needed
@@ -356,10 +357,9 @@ class LlamaCppEngine(Engine):
             n += 1
         return n
 
-    def _attach(self, job: _Job, seq: int) -> None:
-        """Give `job` sequence `seq`: keep the shared prefix's KV, drop the rest."""
+    def _attach(self, job: _Job, seq: int, keep: int) -> None:
+        """Give `job` sequence `seq`: keep the KV of the first `keep` positions (the shared prefix), drop the rest."""
         ll = self._ll
-        keep = self._reusable(seq, job)
         if not ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), seq, keep, -1):
             ll.llama_memory_seq_rm(ll.llama_get_memory(self._ctx), seq, -1, -1)  # a partial cut refused: drop it all
             keep = 0
