@@ -9,7 +9,9 @@ The peers:
   $LLAMA_SERVER) names a binary. It is not part of any install: build it from the llama.cpp tree that the
   llama-cpp-python sdist vendors (docs/benchmarks.md says how; ~10 minutes on 2 cores). It is measured
   twice: as a user runs it (flash attention "auto", on for CPUs) and with `--flash-attn off`, as leanserve
-  runs llama.cpp (flash attention costs q8_0 +0.19% perplexity here).
+  runs llama.cpp (flash attention costs q8_0 +0.19% perplexity here). leanserve's llamacpp engine is also
+  measured with `serve --flash-attn`, and each pair compared is measured back to back: leanserve then
+  `--flash-attn off`, then leanserve `--flash-attn` then llama-server as a user runs it.
 Neither peer can be told to ignore EOS through the OpenAI API, so the end-of-generation tokens' logits are
 biased away (leanserve: ignore_eos). Prints a table; writes benchmarks/results/cpu_peers-cpu.json.
 
@@ -127,8 +129,8 @@ def body(tokens: int, leanserve: bool) -> dict:
     return b
 
 
-def leanserve_row(engine: str, profile: str, home: Path, tokens: int, repeats: int) -> list[dict]:
-    server = start_server(engine, profile, home)
+def leanserve_row(engine: str, profile: str, home: Path, tokens: int, repeats: int, *extra: str) -> list[dict]:
+    server = start_server(engine, profile, home, *extra)
     try:
         return asyncio.run(measure(server.base_url, body(tokens, True), False, tokens, repeats))
     finally:
@@ -297,12 +299,16 @@ def main() -> None:
     started = time.perf_counter()
     ours_name, peer_name, hf_name = ("leanserve llamacpp, q4_k_m", "llama_cpp.server 0.3.36, same q4_k_m file",
                                       "leanserve transformers, bf16 (float32)")
+    ours_fa_name = "leanserve llamacpp, q4_k_m, --flash-attn"
     rows = {ours_name: leanserve_row("llamacpp", "q4_k_m", home, args.tokens, args.repeats)}
-    if args.llama_server:  # as a user runs it (flash attention on: its CPU default), and as leanserve runs llama.cpp
-        rows["llama.cpp llama-server -np 8, same q4_k_m file"] = llama_server_row(args.llama_server, gguf, args.tokens,
-                                                                                  args.repeats)
+    if args.llama_server:
+        # each pair that is compared is measured back to back: llama.cpp as leanserve runs it (flash attention
+        # off) against llama-server --flash-attn off, then both with flash attention (llama-server's CPU default)
         rows["llama-server -np 8 --flash-attn off"] = llama_server_row(args.llama_server, gguf, args.tokens,
                                                                        args.repeats, "--flash-attn", "off")
+        rows[ours_fa_name] = leanserve_row("llamacpp", "q4_k_m", home, args.tokens, args.repeats, "--flash-attn")
+        rows["llama.cpp llama-server -np 8, same q4_k_m file"] = llama_server_row(args.llama_server, gguf, args.tokens,
+                                                                                  args.repeats)
     rows[peer_name] = peer_row(gguf, args.tokens, args.repeats)
     rows[hf_name] = leanserve_row("transformers", "bf16", home, args.tokens, args.repeats)
     if os.environ.get("LEANSERVE_VLLM_PYTHON"):
@@ -321,7 +327,9 @@ def main() -> None:
     if args.llama_server:
         cpp = by_row["llama.cpp llama-server -np 8, same q4_k_m file"]
         same = by_row["llama-server -np 8 --flash-attn off"]
+        ours_fa = by_row[ours_fa_name]
         ratios |= {"vs_llama_server_x1": ours[1] / cpp[1], "vs_llama_server_x8": ours[8] / cpp[8],
+                   "flash_attn_vs_llama_server_x1": ours_fa[1] / cpp[1], "flash_attn_vs_llama_server_x8": ours_fa[8] / cpp[8],
                    "vs_llama_server_fa_off_x1": ours[1] / same[1], "vs_llama_server_fa_off_x8": ours[8] / same[8]}
     print("  ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     from leanserve.engines.llamacpp_lib import cpu_variant, load

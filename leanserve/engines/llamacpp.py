@@ -52,6 +52,10 @@ SEQUENCES = 8  # requests decoded together; more wait in line (each has a KV reg
 N_BATCH = 512  # tokens in one llama_decode (logical and physical batch)
 SCORE_CHUNK = 128  # prompt positions scored per step: bounds the logits copied out at once ([chunk, vocab])
 DEFAULT_CONTEXT = 2048  # per sequence, when --max-model-len is not given (KV bytes grow with SEQUENCES x this)
+# What one more run of live sequence ids is worth, in kept prompt tokens: a pass per step costs about 3.7 ms
+# here, prefilling a token about 1.5 ms (benchmarks/llamacpp_batching.py), so 64 tokens are some 26 steps
+# of the extra pass. A kept chat history wins; the chat template's few shared tokens do not.
+RUN_COST = 64
 
 
 def n_gpu_layers(device: str, offload_supported: bool, split: Callable[[], LayerSplit]) -> int:
@@ -104,6 +108,19 @@ class _Job:
     @property
     def prefilling(self) -> bool:
         return self.n_past < len(self.prompt)
+
+
+def pick_sequence(free: list[int], live: set[int], shared: dict[int, int], released: list[int]) -> int:
+    """The free sequence a new request gets. Two things are worth having: KV already kept for the start of
+    its prompt (`shared` tokens it need not decode), and live sequence ids that stay consecutive, since
+    llama.cpp decodes each run of consecutive ids in a pass of its own, every step (live 0, 2, 4, 6 took
+    1.8x the time of 0-3 a step here). Each run costs RUN_COST tokens of kept prefix; among equals, the
+    sequence released longest ago, so that the latest requests' KV is overwritten last."""
+
+    def runs(ids: set[int]) -> int:
+        return sum(1 for i in ids if i - 1 not in ids)
+
+    return max(free, key=lambda i: (shared[i] - RUN_COST * runs(live | {i}), -released[i]))
 
 
 def _deliver(items: list[tuple[_Job, Any]]) -> None:
@@ -194,7 +211,9 @@ class LlamaCppEngine(Engine):
         cparams.n_ctx = self._context * SEQUENCES
         cparams.n_batch = cparams.n_ubatch = N_BATCH
         cparams.n_seq_max = SEQUENCES
-        cparams.kv_unified = False  # a region per sequence: an admitted request always has its whole context
+        # a region per sequence: an admitted request always has its whole context, and attention reads only its
+        # own cells (one shared pool, kv_unified, decoded 8 sequences 1.2x slower here: docs/engines.md)
+        cparams.kv_unified = False
         cparams.n_threads = cparams.n_threads_batch = threads
         # off by default, as llama-cpp-python's Llama(). llama-server turns it on for CPUs: 1.2x the decode
         # speed here, but q8_0's perplexity +0.19% and the greedy France answer flips (docs/engines.md)
@@ -330,8 +349,7 @@ class LlamaCppEngine(Engine):
         self._fail_all(EngineError("the llamacpp engine shut down"))
 
     def _admit(self) -> None:
-        """Waiting jobs, in arrival order, each onto the free sequence whose kept KV shares the longest
-        prefix with its prompt; with no such prefix, onto the one released longest ago."""
+        """Waiting jobs, in arrival order, each onto the free sequence `pick_sequence` chooses."""
         free = [i for i, job in enumerate(self._seqs) if job is None]
         while free:
             try:
@@ -341,7 +359,8 @@ class LlamaCppEngine(Engine):
             if job.cancelled.is_set():
                 continue
             shared = {i: self._reusable(i, job) for i in free}
-            seq = max(free, key=lambda i: (shared[i], -self._released[i]))
+            live = {i for i, j in enumerate(self._seqs) if j is not None}
+            seq = pick_sequence(free, live, shared, self._released)
             free.remove(seq)
             self._attach(job, seq, shared[seq])
 
@@ -417,8 +436,13 @@ class LlamaCppEngine(Engine):
                 return
 
     def _plan(self) -> list[tuple[_Job, int, int, bool]]:
-        """(job, token, position, wants logits) for this step: generating sequences first, one token each,
-        then prompt chunks in admission order, N_BATCH tokens at most."""
+        """(job, token, position, wants logits) for this step: a token for each generating sequence first,
+        then prompt chunks in sequence order, N_BATCH tokens at most; sent sorted by (sequence, position).
+
+        The order is for llama.cpp: with a KV region per sequence it splits a batch into passes that each
+        take sequence ids in the order they first appear, consecutive ids only (llama_batch_allocr::
+        split_equal, sequential). Sorted, a prompt chunk on sequence 3 among tokens for 0-2 and 4-7 rides
+        in the same pass as them (then its rest in a second); appended after them it would be a third."""
         plan: list[tuple[_Job, int, int, bool]] = []
         live = [j for j in self._seqs if j is not None]
         for job in live:
@@ -437,7 +461,7 @@ class LlamaCppEngine(Engine):
                 # that predicts a prompt token (all but the last)
                 wants = pos == last if job.opts is not None else pos < last
                 plan.append((job, job.prompt[pos], pos, wants))
-        return plan
+        return sorted(plan, key=lambda entry: (entry[0].seq_id, entry[2]))
 
     def _step(self, plan: list[tuple[_Job, int, int, bool]]) -> None:
         ll, batch = self._ll, self._batch
