@@ -19,13 +19,14 @@ PYTEST_ARGS ?=
 USERS ?= 4
 DURATION ?= 60s
 
-.PHONY: setup setup-vllm serve serve-vllm test bench loadtest image image-gpu-check clean
+.PHONY: setup setup-vllm serve serve-vllm test bench loadtest image llama-wheel image-gpu-check clean
 
 # llama-cpp-python compiles llama.cpp when it installs. LLAMA_BUILD=native (the default) compiles it for
 # this CPU's instruction sets only: minutes, and it never leaves this machine: no pip cache, and the stamp
 # names this CPU's instruction sets, so on another CPU `make` builds it again. LLAMA_BUILD=portable
 # compiles every x86-64 kernel variant for runtime dispatch (GGML_BACKEND_DL; what an image or a wheel
-# that travels needs; ~30 min on 2 cores), and leanserve/engines/llamacpp_lib.py loads the right one.
+# that travels needs; 7.5 min on 2 cores on 2026-12-03, as fast as native here: benchmarks/llamacpp_builds.py),
+# and leanserve/engines/llamacpp_lib.py loads the right one.
 # Multimodal (llava/mtmd) is not built: nothing here uses it.
 LLAMA_BUILD ?= native
 LLAMA_CMAKE_native := -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF
@@ -96,7 +97,9 @@ loadtest: setup
 # The container images, built and checked without Docker or a registry (docs/docker.md): root, podman and
 # debootstrap (apt-get install podman debootstrap). A Debian bookworm base from debootstrap stands in for
 # python:3.x-slim; pip in the build sees this host's package sources (deploy/image/pip_sources.py).
-# `make image`: build the CPU image and smoke-test it (tests/test_image.py, the `image` tier).
+# `make image`: build the CPU image and smoke-test it (tests/test_image.py, the `image` tier). The image
+# compiles llama.cpp for runtime CPU dispatch (7.5 min on 2 cores); `make llama-wheel` compiles that build
+# once into .image/wheels/, and `make image LLAMA_WHEEL=.image/wheels/llama_cpp_python-....whl` reuses it.
 IMAGE ?= localhost/leanserve:cpu
 IMAGE_BASE ?= localhost/leanserve-base:bookworm
 IMAGE_GPU ?= localhost/leanserve:gpu-check
@@ -105,8 +108,13 @@ IMAGE_TOOLS := $(shell command -v podman >/dev/null && command -v debootstrap >/
 image: setup
 	@test -n "$(IMAGE_TOOLS)" || { echo "make image needs podman and debootstrap: apt-get install podman debootstrap"; exit 1; }
 	podman image exists $(IMAGE_BASE) || deploy/image/base.sh $(IMAGE_BASE) .image
-	deploy/image/build.sh cpu $(IMAGE) $(IMAGE_BASE) $(VENV)/bin/python
+	LLAMA_WHEEL="$(LLAMA_WHEEL)" deploy/image/build.sh cpu $(IMAGE) $(IMAGE_BASE) $(VENV)/bin/python
 	LEANSERVE_IMAGE=$(IMAGE) $(VENV)/bin/python -m pytest -m image tests/test_image.py $(PYTEST_ARGS)
+
+LLAMA_WHEEL ?=
+llama-wheel: | $(VENV)/bin/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_portable)" CMAKE_BUILD_PARALLEL_LEVEL=$(BUILD_JOBS) $(VENV)/bin/pip wheel -q --no-deps \
+		--no-cache-dir --no-binary llama-cpp-python -w .image/wheels "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
 
 # The GPU target as far as it goes without the CUDA base image and a GPU: the same steps on the Debian
 # base (pip resolves vLLM, leanserve and their pins), then the result imports (no CUDA kernel runs).

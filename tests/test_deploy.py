@@ -35,13 +35,18 @@ def test_dockerfile_lints_clean_with_hadolint() -> None:
 
 def test_dockerfile_has_both_targets_healthcheck_user_volume_and_budget() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    stages = re.findall(r"^FROM \S+ AS (\w+)", text, flags=re.M)
-    assert stages == ["cpu", "gpu"]  # gpu last: the default `docker build` target
+    stages = re.findall(r"^FROM \S+ AS ([\w-]+)", text, flags=re.M)
+    assert stages == ["llama-build", "cpu", "gpu"]  # gpu last: the default `docker build` target
     gpu = text.split("AS gpu", 1)[1]
-    for stage in (text.split("AS gpu", 1)[0], gpu):
+    cpu = text.split("AS gpu", 1)[0].split("AS cpu", 1)[1]
+    for stage in (cpu, gpu):
         assert "HEALTHCHECK" in stage and "/health" in stage and re.search(r"^USER 10001$", stage, flags=re.M)
         assert 'VOLUME ["/data"]' in stage and "LEANSERVE_HOME=/data" in stage
     assert "LEANSERVE_VRAM_BUDGET=8GiB" in gpu and "vllm==" in gpu and "nvidia/cuda" in text
+    # llama.cpp in the CPU image is the portable build, and the compilers stay in their own stage
+    llama = text.split("AS llama-build", 1)[1].split("AS cpu", 1)[0]
+    assert all(f in llama for f in ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"))
+    assert "COPY --from=llama-build" in cpu and "build-essential" not in cpu and "libggml-cpu-" in cpu
 
 
 def test_compose_services_refer_to_files_that_exist() -> None:

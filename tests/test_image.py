@@ -174,3 +174,22 @@ def test_image_builds_gptq4_into_data_and_serves_it_as_compose_does(container: C
         assert scrape.status_code == 200 and 'profile="gptq-4"' in scrape.text, scrape.text[:500]
     finally:
         server.stop()
+
+
+def test_image_builds_q4_k_m_and_serves_it_on_its_portable_llama_cpp(container: Container) -> None:
+    # The gguf job (convert, importance matrix from the calibration text, quantize) and the llamacpp
+    # engine, both on the llama.cpp built for runtime CPU dispatch: the log names the kernel module that
+    # ggml chose for this CPU, never "native" (kernels compiled for the build machine's CPU only).
+    job = container.run(["leanserve", "compress", "--profile", "q4_k_m", "--calib", "/data/calib.txt"],
+                        timeout=1800, COLUMNS="200")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert any((container.data / "artifacts" / MODEL / "q4_k_m").glob("*.gguf")), job.stdout[-2000:]
+    server = container.serve(LEANSERVE_PROFILE="q4_k_m")
+    try:
+        log = server.log_text()
+        assert "ready: profile=q4_k_m engine=llamacpp" in log, log
+        kernels = re.search(r"CPU kernels: (\S+)", log)
+        assert kernels and kernels.group(1) not in ("native", "unknown"), log
+        assert "Paris" in ask_france(server)
+    finally:
+        server.stop()
