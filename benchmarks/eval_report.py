@@ -15,6 +15,11 @@ kept apart from the budgeted report:
 
     python benchmarks/eval_report.py --suites wikitext2 --wikitext2-windows 0 --out benchmarks/results/wikitext2-full-cpu
 
+`--full` scores every profile on the whole WikiText-2 test split, 20 MMLU questions a subject and all of
+ARC-Challenge; with `--engine auto` each profile runs on the fastest engine that serves it:
+
+    LEANSERVE_VLLM_PYTHON=.venv-vllm/bin/python python benchmarks/eval_report.py --full --engine auto --out DIR
+
 `--model FILE.gguf --profiles bf16` evaluates a GGUF file served as it is (llamacpp): the base model
 converted to an F32 GGUF is the bf16 reference on llama.cpp, so GGUF profiles compare on one engine.
 """
@@ -45,12 +50,22 @@ BUDGET: dict[str, dict] = {
     "arc-challenge": {"limit": 20},
     "speed": {},
 }
+# --full: what a report people pick a profile from needs. The whole WikiText-2 test split, 20 MMLU questions
+# a subject (1,140: about +-3 points at 95%) and every ARC-Challenge test question (1,172). 32-50 minutes a
+# profile on 2 CPU cores, by engine (docs/evals.md#budgets-what-a-run-costs-on-a-cpu).
+FULL_BUDGET: dict[str, dict] = {
+    "wikitext2": {"limit": None},
+    "mmlu": {"limit": 20},
+    "arc-challenge": {"limit": None},
+    "speed": {},
+}
 
 
 def engine_for(prefer: list[str], wanted: str) -> str:
     """`wanted` if the profile lists it among its engines (or lists none), else the profile's first: GGUF
-    profiles are served by llama.cpp whatever engine the other rows use."""
-    return wanted if not prefer or wanted in prefer else prefer[0]
+    profiles are served by llama.cpp whatever engine the other rows use. `auto` stays: `serve --engine auto`
+    picks per profile (the fastest measured engine, vLLM from LEANSERVE_VLLM_PYTHON where set)."""
+    return wanted if wanted == "auto" or not prefer or wanted in prefer else prefer[0]
 
 
 def main() -> None:
@@ -59,13 +74,16 @@ def main() -> None:
     ap.add_argument("--profiles", nargs="+", default=PROFILES)
     ap.add_argument("--suites", nargs="+", default=list(BUDGET), choices=list(BUDGET),
                     help="re-run only these (e.g. speed, on a quiet machine); the others' results are kept")
-    ap.add_argument("--engine", default="transformers", help="engine of every profile that lists it (GGUF: llamacpp)")
+    ap.add_argument("--engine", default="transformers",
+                    help="engine of every profile that lists it (GGUF: llamacpp); auto: the fastest for each")
+    ap.add_argument("--full", action="store_true",
+                    help="the whole-test budget: every WikiText-2 window, 20 MMLU questions a subject, all of ARC")
     ap.add_argument("--wikitext2-windows", type=int, default=BUDGET["wikitext2"]["limit"],
-                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~40 min a profile on 2 CPU cores)")
+                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~17 min a profile on 2 CPU cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     ap.add_argument("--model", help="serve this base model instead of the default (a .gguf file: on llamacpp)")
     args = ap.parse_args()
-    budget = {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
+    budget = FULL_BUDGET if args.full else {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
 
     args.out.mkdir(parents=True, exist_ok=True)
     for profile in args.profiles:

