@@ -14,6 +14,9 @@ from leanserve.evals.report import ACCURACY_SUITES, MIB, Row
 DPI = 120
 
 
+GAP_PX = 3  # between a moved label and the one below it: touching labels read as one
+
+
 def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 8) -> list[Any]:
     """Annotate each (x, y, label), then move labels up, lowest anchor first, until no two boxes overlap.
 
@@ -35,7 +38,7 @@ def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: floa
     placed: list[Any] = []
     for a in sorted(anns, key=lambda a: anchors[id(a)]):
         while hits := [b for b in placed if b.overlaps(box(a))]:
-            up = max(b.y1 for b in hits) - box(a).y0 + 1  # pixels
+            up = max(b.y1 for b in hits) - box(a).y0 + GAP_PX
             a.xyann = (a.xyann[0], a.xyann[1] + up * 72 / fig.dpi)
         placed.append(box(a))
     return anns
