@@ -32,6 +32,7 @@ from leanserve import __version__
 from leanserve.errors import LeanserveError
 from leanserve.evals.client import EvalClient
 from leanserve.evals.suites import SUITES, SuiteOptions
+from leanserve.profiles.registry import get_profile
 from leanserve.profiles.store import read_manifest
 from leanserve.results import write_json
 
@@ -69,8 +70,6 @@ def serves_on_llamacpp(profile: str, model: str | None, engine: str, home: Path)
         return engine == "llamacpp"
     if (model or "").endswith(".gguf"):
         return True
-    from leanserve.profiles.registry import get_profile
-
     try:
         return get_profile(profile, home).format == "gguf"
     except LeanserveError:
