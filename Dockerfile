@@ -11,7 +11,7 @@ ARG PYTHON_BASE=python:3.12-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------
 # llama-cpp-python for the CPU image, built for runtime CPU dispatch (GGML_NATIVE=OFF, GGML_BACKEND_DL,
-# GGML_CPU_ALL_VARIANTS: one kernel module per x86-64 level, ggml loads the best this CPU runs), so the
+# GGML_CPU_ALL_VARIANTS: one kernel module per x86-64 CPU family, ggml loads the best this CPU runs), so the
 # image runs on CPUs other than the build machine's. Its own stage: the compilers stay out of the image.
 # About 8 min on 2 cores. LLAMA_WHEEL: a path the build can read (deploy/image/build.sh mounts one) to a
 # wheel already built so, e.g. by `pip wheel` with the Makefile's LLAMA_CMAKE_portable; it is checked below.
@@ -67,7 +67,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm 
     && rm -rf /tmp/wheels \
     && python -c "from leanserve.engines import llamacpp_lib as l; import sys; \
 n = len(list(l.lib_dir().glob('libggml-cpu-*.so'))); \
-sys.exit(0 if n > 1 else f'llama-cpp-python in the image is not the portable build ({n} CPU kernel modules)')"
+n > 1 or sys.exit(f'llama-cpp-python in the image is not the portable build ({n} CPU kernel modules)'); \
+l.load(); v = l.cpu_variant(); \
+v not in ('native', 'unknown') or sys.exit(f'llama.cpp in the image loaded no CPU kernel module ({v})')"
 USER 10001
 VOLUME ["/data"]
 EXPOSE 8000

@@ -1,8 +1,9 @@
 """The committed side-by-side report: every built profile of the default model evaluated through its own
-HTTP API (transformers engine, CPU), then `leanserve report` into benchmarks/results/report-<device>/.
+HTTP API (the transformers engine unless --engine says otherwise; GGUF profiles on llamacpp), then
+`leanserve report` into benchmarks/results/report-<device>/.
 
 What `leanserve eval --profile P` does, with one server per profile and a per-suite budget that a 2-core
-CPU finishes in about five minutes per profile (the budgets are written into the report's JSON):
+CPU finished in 1.5-2 minutes a profile on 2026-12-03 (the budgets are written into the report's JSON):
 
     python benchmarks/eval_report.py [--home ~/.cache/leanserve] [--profiles bf16 nf4 ...]
 
@@ -51,8 +52,8 @@ BUDGET: dict[str, dict] = {
     "speed": {},
 }
 # --full: what a report people pick a profile from needs. The whole WikiText-2 test split, 20 MMLU questions
-# a subject (1,140: about +-3 points at 95%) and every ARC-Challenge test question (1,172). 32-50 minutes a
-# profile on 2 CPU cores, by engine (docs/evals.md#budgets-what-a-run-costs-on-a-cpu).
+# a subject (1,140: about +-3 points at 95%) and every ARC-Challenge test question (1,172). About 32-50
+# minutes a profile on 2 CPU cores by engine, scaled from a 16-window run (docs/evals.md#budgets-what-a-run-costs-on-a-cpu).
 FULL_BUDGET: dict[str, dict] = {
     "wikitext2": {"limit": None},
     "mmlu": {"limit": 20},
@@ -83,6 +84,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     ap.add_argument("--model", help="serve this base model instead of the default (a .gguf file: on llamacpp)")
     args = ap.parse_args()
+    if args.full and args.wikitext2_windows != BUDGET["wikitext2"]["limit"]:
+        ap.error("--full scores every WikiText-2 window: leave out --wikitext2-windows")
     budget = FULL_BUDGET if args.full else {**BUDGET, "wikitext2": {"limit": args.wikitext2_windows or None}}
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -93,8 +96,7 @@ def main() -> None:
             print(f"skip {profile}: not built (leanserve compress --profile {profile})", flush=True)
             continue
         print(f"=== {profile}", flush=True)
-        gguf_file = (args.model or "").endswith(".gguf")
-        engine = "llamacpp" if gguf_file else engine_for(spec.engine.prefer, args.engine)
+        engine = "llamacpp" if (args.model or "").endswith(".gguf") else engine_for(spec.engine.prefer, args.engine)
         with runner.local_server(profile, model=args.model, engine=engine, home=args.home) as (url, key):
             target = runner.connect(url, key, None)
             path = args.out / f"evals-{profile}-{target.health['engine']}.json"

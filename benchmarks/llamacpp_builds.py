@@ -67,11 +67,13 @@ def child(file: Path, repeats: int, history: int, chunk: int) -> dict:
 def run_child(build: str, portable: Path, file: Path, args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if build == "portable":  # ahead of site-packages: `import llama_cpp` finds the portable one
-        env["PYTHONPATH"] = os.pathsep.join([str(portable), str(HERE.parent), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(portable), str(HERE.parent), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, __file__, "--child", str(file), "--repeats", str(args.repeats),
            "--history", str(args.history), "--chunk", str(args.chunk)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"the {build} child failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

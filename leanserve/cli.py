@@ -130,13 +130,14 @@ def fit(
 
     from leanserve import fit as planner
     from leanserve.profiles.registry import get_profile
+    from leanserve.profiles.spec import serves_gguf
 
     try:
         if dtype not in ("bfloat16", "float16", "float32") or (kv_dtype and kv_dtype not in planner.DTYPE_BYTES):
             raise planner.FitError(f"unknown dtype {kv_dtype or dtype!r}", param="dtype")
         h = _home(home)
         spec = get_profile(profile, h)
-        if spec.load.format == "gguf" or (model or "").endswith(".gguf"):
+        if serves_gguf(spec, model):
             if kv_dtype:
                 raise planner.FitError("the llamacpp engine keeps its KV cache in f16: --kv-dtype does not apply "
                                        "to a GGUF model", param="kv_dtype")

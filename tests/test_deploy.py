@@ -47,6 +47,10 @@ def test_dockerfile_has_both_targets_healthcheck_user_volume_and_budget() -> Non
     llama = text.split("AS llama-build", 1)[1].split("AS cpu", 1)[0]
     assert all(f in llama for f in ("-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"))
     assert "COPY --from=llama-build" in cpu and "build-essential" not in cpu and "libggml-cpu-" in cpu
+    # the image compiles exactly what `make setup LLAMA_BUILD=portable` / `make llama-wheel` compile
+    make = (ROOT / "Makefile").read_text()
+    portable = re.search(r"^LLAMA_CMAKE_portable := (.*?)(?<!\\)\n", make, flags=re.M | re.S).group(1)
+    assert re.search(r'CMAKE_ARGS="([^"]*)"', llama).group(1).split() == portable.replace("\\\n", " ").split()
 
 
 def test_compose_services_refer_to_files_that_exist() -> None:

@@ -193,3 +193,17 @@ def test_image_builds_q4_k_m_and_serves_it_on_its_portable_llama_cpp(container: 
         assert "Paris" in ask_france(server)
     finally:
         server.stop()
+
+
+def test_image_picks_an_engine_for_every_builtin_profile(container: Container) -> None:
+    # docs/docker.md's table: with LEANSERVE_ENGINE=auto, GGUF profiles on llamacpp, the rest on transformers.
+    code = ("from pathlib import Path; from leanserve.engines import choose_engine; "
+            "from leanserve.profiles.registry import load_profiles; "
+            "[print(n, choose_engine('auto', s, 'cpu').name) for n, s in sorted(load_profiles(Path('/data')).items())]")
+    run = container.run(["python", "-c", code], timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    chosen = dict(line.split() for line in run.stdout.splitlines())
+    gguf = {"q8_0", "q4_k_m", "q5_k_m"}
+    assert gguf < set(chosen) and len(chosen) >= 13, chosen
+    assert {n for n, e in chosen.items() if e == "llamacpp"} == gguf
+    assert {e for n, e in chosen.items() if n not in gguf} == {"transformers"}, chosen

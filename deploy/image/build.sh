@@ -7,7 +7,7 @@
 # Usage: [LLAMA_WHEEL=FILE.whl] deploy/image/build.sh TARGET IMAGE BASE_IMAGE [PYTHON]
 #   cpu: BASE_IMAGE is PYTHON_BASE; gpu: it stands in for CUDA_BASE (no CUDA: checks resolution and imports).
 #   LLAMA_WHEEL: a portable llama-cpp-python wheel already built (the Dockerfile's llama-build stage then
-#   skips its ~33-minute compile; the cpu stage still refuses a wheel that is not portable).
+#   skips its compile, about 7.5 minutes on 2 cores; the cpu stage still refuses a wheel that is not portable).
 set -euo pipefail
 target=$1 image=$2 base=$3 python=${4:-python3}
 here=$(cd "$(dirname "$0")" && pwd)

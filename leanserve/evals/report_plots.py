@@ -14,7 +14,7 @@ from leanserve.evals.report import ACCURACY_SUITES, MIB, Row
 DPI = 120
 
 
-GAP_PX = 3  # between a moved label and the one below it: touching labels read as one
+GAP_PX = 3  # kept between any two labels: touching labels read as one
 
 
 def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 8) -> list[Any]:
@@ -37,8 +37,8 @@ def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: floa
     anchors = {id(a): ax.transData.transform(a.xy)[1] for a in anns}
     placed: list[Any] = []
     for a in sorted(anns, key=lambda a: anchors[id(a)]):
-        while hits := [b for b in placed if b.overlaps(box(a))]:
-            up = max(b.y1 for b in hits) - box(a).y0 + GAP_PX
+        while hits := [b for b in placed if b.overlaps(box(a).padded(GAP_PX))]:
+            up = max(b.y1 for b in hits) - box(a).y0 + GAP_PX + 1  # pixels; overlaps() counts touching
             a.xyann = (a.xyann[0], a.xyann[1] + up * 72 / fig.dpi)
         placed.append(box(a))
     return anns

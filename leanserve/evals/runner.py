@@ -33,6 +33,7 @@ from leanserve.errors import LeanserveError
 from leanserve.evals.client import EvalClient
 from leanserve.evals.suites import SUITES, SuiteOptions
 from leanserve.profiles.registry import get_profile
+from leanserve.profiles.spec import serves_gguf
 from leanserve.profiles.store import read_manifest
 from leanserve.results import write_json
 
@@ -68,12 +69,10 @@ def serves_on_llamacpp(profile: str, model: str | None, engine: str, home: Path)
     a GGUF profile (no other engine serves those)."""
     if engine != "auto":
         return engine == "llamacpp"
-    if (model or "").endswith(".gguf"):
-        return True
     try:
-        return get_profile(profile, home).format == "gguf"
+        return serves_gguf(get_profile(profile, home), model)
     except LeanserveError:
-        return False  # `serve` will say what is wrong with the name
+        return (model or "").endswith(".gguf")  # `serve` will say what is wrong with the profile's name
 
 
 def serve_args(profile: str, *, model: str | None, engine: str, home: Path, port: int,
@@ -81,7 +80,8 @@ def serve_args(profile: str, *, model: str | None, engine: str, home: Path, port
     """`leanserve serve`'s arguments for an eval server: on llamacpp with EVAL_CONTEXT tokens of context
     unless `extra_args` set one."""
     extra = list(extra_args or [])
-    if serves_on_llamacpp(profile, model, engine, home) and "--max-model-len" not in extra:
+    has_context = any(a == "--max-model-len" or a.startswith("--max-model-len=") for a in extra)
+    if serves_on_llamacpp(profile, model, engine, home) and not has_context:
         extra += ["--max-model-len", str(EVAL_CONTEXT)]
     return ["serve", "--profile", profile, "--engine", engine, "--port", str(port), "--home", str(home),
             *(["--model", model] if model else []), *extra]

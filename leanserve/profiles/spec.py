@@ -118,3 +118,9 @@ class ProfileSpec(BaseModel):
         options = runtime.model_dump() if runtime is not None else {}
         return LoadSpec(format=self.format, weight_bits=self.bits, runtime_quant=self.load_quant,
                         runtime_options=options)
+
+
+def serves_gguf(spec: ProfileSpec, model: str | None) -> bool:
+    """Whether serving `spec` for `model` means a GGUF file, which only the llamacpp engine serves: a GGUF
+    profile, or a `.gguf` model given as it is."""
+    return spec.load.format == "gguf" or (model or "").endswith(".gguf")
