@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--full", action="store_true",
                     help="the whole-test budget: every WikiText-2 window, 20 MMLU questions a subject, all of ARC")
     ap.add_argument("--wikitext2-windows", type=int, default=BUDGET["wikitext2"]["limit"],
-                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~20 min a profile on 2 CPU cores)")
+                    help="WikiText-2 windows to score; 0 = the whole test split (631 windows, ~19 min a profile on 2 CPU cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "report-cpu")
     ap.add_argument("--model", help="serve this base model instead of the default (a .gguf file: on llamacpp)")
     args = ap.parse_args()
