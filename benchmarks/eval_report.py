@@ -39,6 +39,7 @@ from leanserve.evals import report, runner  # noqa: E402
 from leanserve.evals.suites import SuiteOptions  # noqa: E402
 from leanserve.paths import data_root, default_home  # noqa: E402
 from leanserve.profiles.registry import get_profile  # noqa: E402
+from leanserve.profiles.spec import serves_gguf  # noqa: E402
 from leanserve.profiles.store import artifact_dir, read_manifest  # noqa: E402
 
 PROFILES = ["bf16", "gptq-8", "int8", "q8_0", "gptq-4", "awq-4", "autoround-4", "q4_k_m", "q5_k_m", "nf4",
@@ -96,7 +97,7 @@ def main() -> None:
             print(f"skip {profile}: not built (leanserve compress --profile {profile})", flush=True)
             continue
         print(f"=== {profile}", flush=True)
-        engine = "llamacpp" if (args.model or "").endswith(".gguf") else engine_for(spec.engine.prefer, args.engine)
+        engine = "llamacpp" if serves_gguf(spec, args.model) else engine_for(spec.engine.prefer, args.engine)
         with runner.local_server(profile, model=args.model, engine=engine, home=args.home) as (url, key):
             target = runner.connect(url, key, None)
             path = args.out / f"evals-{profile}-{target.health['engine']}.json"
