@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
+from benchmarks.serve_overhead import device_name, write_result  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
@@ -92,10 +91,7 @@ def main() -> None:
         print(f"| {r['dropped']} | {r['blocks']} | {r['tok_s_1']:.1f} | {r['speedup_1']:.2f}x "
               f"| {r['tok_s_8']:.1f} | {r['speedup_8']:.2f}x |")
     print(f"{result['device']}, {result['date']}, median of {args.repeats}, {args.tokens} greedy tokens")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"depth_speed-{device_slug(result['device'])}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "depth_speed", result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.cpu_peers import ensure_gguf  # noqa: E402
-from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
+from benchmarks.serve_overhead import device_name, write_result  # noqa: E402
 from leanserve.engines.llamacpp import N_BATCH, SEQUENCES  # noqa: E402
 from leanserve.settings import default_home  # noqa: E402
 
@@ -164,10 +163,7 @@ def main() -> None:
               f"{r['unified_over_per_sequence']:.2f}x |")
     print(f"{result['device']}, {result['date']}, {file.name}, {args.history} tokens of KV per sequence, "
           f"chunk {args.chunk} tokens, median of {args.repeats}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llamacpp_batching-{device_slug(result['device'])}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "llamacpp_batching", result)
 
 
 if __name__ == "__main__":

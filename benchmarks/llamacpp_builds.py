@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.llamacpp_batching import Case, Context  # noqa: E402
-from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
+from benchmarks.serve_overhead import device_name, write_result  # noqa: E402
 
 CASES = (
     Case("1 sequence", (0,)),
@@ -124,10 +124,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['case']} | {r['native_ms']:.1f} | {r['portable_ms']:.1f} | {r['portable_over_native']:.2f}x |")
     print(f"{result['device']}, {result['date']}, {file.name}, {args.rounds} rounds x {args.repeats} steps")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"llamacpp_builds-{device_slug(result['device'])}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "llamacpp_builds", result)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,15 @@ def device_slug(device: str) -> str:
     return "gpu" if "GPU" in device or "NVIDIA" in device else "cpu"
 
 
+def write_result(out: Path, name: str, result: dict) -> Path:
+    """`result` (which names its `device`) as out/<name>-<cpu|gpu>.json, written atomically; prints the path."""
+    from leanserve.results import write_json
+
+    path = write_json(out / f"{name}-{device_slug(result['device'])}.json", result)
+    print(f"wrote {path}")
+    return path
+
+
 # --- one run: `streams` concurrent generations of `tokens` tokens, via a function that yields token counts --
 async def measure(stream_fn, streams: int, tokens: int) -> dict[str, float]:  # noqa: ANN001
     ttfts: list[float] = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
+from benchmarks.serve_overhead import device_name, write_result  # noqa: E402
 
 PROMPT = "List ten European cities with their country and a one-line description of each."
 SCHEMA = {"type": "object", "required": ["cities"], "properties": {"cities": {"type": "array", "items": {
@@ -79,10 +78,7 @@ def main() -> None:
     for k, v in med.items():
         print(f"| {k} | {v:.1f} | {v / med['free text']:.2f} |")
     print(f"{args.engine}, {result['device']}, {result['date']}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"structured_speed-{device_slug(result['device'])}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_result(args.out, "structured_speed", result)
 
 
 if __name__ == "__main__":

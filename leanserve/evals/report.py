@@ -211,7 +211,7 @@ def markdown(rows: list[Row]) -> str:
         "★ Pareto-best: no other row is at least as small, as low in perplexity and as accurate (mean of the "
         "accuracy columns), and better on one of them.",
         "disk: the built artifact, or the base checkpoint for profiles quantized at load (nf4, int8). weights: "
-        "parameter and buffer bytes as loaded (transformers engine). peak mem: the server's own "
+        "the bytes the row's engine holds the parameters in, where it reports them (vLLM does not). peak mem: the server's own "
         f"`leanserve_memory_bytes` peak during the eval ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind}))}).",
         "calib: calibration samples x tokens of the compressor job (WikiText-2 validation text).",
         "compression: the bf16 checkpoint's bytes on disk over the profile's size: the smaller of its disk and its "
