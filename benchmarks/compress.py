@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.serve_overhead import device_name, device_slug  # noqa: E402
+from benchmarks.serve_overhead import device_name, write_result  # noqa: E402
 from leanserve import models  # noqa: E402
 from leanserve.evals.client import EvalClient  # noqa: E402
 from leanserve.evals.perplexity import api_perplexity, wikitext2_test_text  # noqa: E402
@@ -86,9 +86,7 @@ def main() -> None:
                "perplexity": {"split": "wikitext-2 raw test", "chunks": args.ppl_chunks, "chunk_chars": 2000,
                               "engine": "transformers (float32, CPU)", "via": "HTTP /v1/completions echo+logprobs"},
                "rows": rows}
-    out = HERE / "results" / f"compress-{device_slug(payload['device'])}.json"
-    out.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {out}")
+    write_result(HERE / "results", "compress", payload)
 
 
 def measure(home: Path, profile: str, text: str, chunks: int, built: Path | None) -> dict:

@@ -203,9 +203,7 @@ def main() -> None:
                "model": "smollm2-135m-instruct (bf16 profile)", "tokens_per_request": args.tokens,
                "repeats": args.repeats, "statistic": "median over repeats", "rows": rows,
                "http_scaling_8_over_1": scaling, "raw": results}
-    path = HERE / "results" / f"serve_overhead-{device_slug(device)}.json"
-    path.write_text(json.dumps(payload, indent=2))
-    print(f"wrote {path}")
+    write_result(HERE / "results", "serve_overhead", payload)
 
 
 if __name__ == "__main__":
