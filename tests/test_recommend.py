@@ -142,4 +142,6 @@ def test_labels_do_not_overlap_even_on_one_point() -> None:
     boxes = [Text.get_window_extent(a, renderer) for a in anns]
     boxes = [b.padded(1) for b in boxes]  # and not touching: at least 2 pixels apart
     assert not [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    frame = ax.get_window_extent(renderer)  # and inside the axes: the rightmost label is not cut by the frame
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes), [(b.x0, b.x1, frame.x1) for b in boxes]
     plt.close(fig)

@@ -20,8 +20,10 @@ GAP_PX = 3  # kept between any two labels: touching labels read as one
 def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 8) -> list[Any]:
     """Annotate each (x, y, label), then move labels up, lowest anchor first, until no two boxes overlap.
 
-    Greedy and finite: a label that hits placed ones jumps above the highest of them, so each label moves
-    at most once per label placed before it. A thin line ties a moved label to its point."""
+    A label that would run past the axes' right edge goes to the left of its point instead, so the
+    rightmost point's label is not cut by the frame. Greedy and finite: a label that hits placed ones jumps
+    above the highest of them, so each label moves at most once per label placed before it. A thin line
+    ties a moved label to its point."""
     fig = ax.figure
     anns = [ax.annotate(label, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=fontsize,
                         arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5", "shrinkA": 0, "shrinkB": 2})
@@ -34,6 +36,11 @@ def place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: floa
     def box(a: Any) -> Any:  # the text alone: an Annotation's own extent includes its connecting line
         return Text.get_window_extent(a, renderer)
 
+    right_edge = ax.get_window_extent(renderer).x1
+    for a in anns:
+        if box(a).x1 > right_edge:
+            a.set_horizontalalignment("right")
+            a.xyann = (-a.xyann[0], a.xyann[1])
     anchors = {id(a): ax.transData.transform(a.xy)[1] for a in anns}
     placed: list[Any] = []
     for a in sorted(anns, key=lambda a: anchors[id(a)]):
