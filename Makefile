@@ -33,7 +33,14 @@ LLAMA_CMAKE_native := -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF
 LLAMA_CMAKE_portable := -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON \
 	-DCMAKE_INSTALL_BINDIR=llama_cpp/lib -DLLAVA_BUILD=OFF
 CPU_ID := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -E '^(avx|amx|fma|f16c|sse4|bmi)' | sort | cksum | cut -d' ' -f1)
-LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_BUILD)-$(CPU_ID)
+# The native build leaves out ggml's AMX kernels: on a 2-core Intel Xeon VM with amx_int8 (2026-12-06) they
+# died with SIGILL (tilezero/tileloadd in libggml-cpu) on any prompt of more than a few tokens, though the
+# OS grants AMX to a plain program there. -mno-amx-* wins over -march=native whatever their order (GCC and
+# clang); they are given only where the CPU reports AMX, since other architectures' compilers reject them.
+LLAMA_CFLAGS_native := $(if $(shell grep -m1 -ow amx_int8 /proc/cpuinfo 2>/dev/null),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+# Bumped when the compile flags change, so that every machine builds llama.cpp again.
+LLAMA_RECIPE := 2
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_BUILD)-r$(LLAMA_RECIPE)-$(CPU_ID)
 BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 $(VENV)/bin/python:
@@ -43,6 +50,7 @@ $(VENV)/bin/python:
 $(LLAMA_STAMP): | $(VENV)/bin/python
 	rm -f $(VENV)/.llama-*
 	CMAKE_ARGS="$(LLAMA_CMAKE_$(LLAMA_BUILD))" CMAKE_BUILD_PARALLEL_LEVEL=$(BUILD_JOBS) \
+		CFLAGS="$(LLAMA_CFLAGS_$(LLAMA_BUILD))" CXXFLAGS="$(LLAMA_CFLAGS_$(LLAMA_BUILD))" \
 		$(VENV)/bin/pip install -q --no-cache-dir --force-reinstall --no-deps "$$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)"
 	touch $@
 
